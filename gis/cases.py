@@ -1,0 +1,187 @@
+"""Cases: geotagged problems, their status flow and intake validation.
+
+A case stores the full chain of boundary codes from :func:`gis.locate.Locator.locate`
+at intake (as FixMyStreet stores every containing area on a report), so per-grid counts
+need no spatial join later and a boundary change does not silently move old cases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from gis.catalogue import Category, get_category
+from gis.errors import Conflict, InvalidInput
+from gis.locate import check_lon_lat
+
+# The minimal flow of the walking skeleton. The full national workflow replaces it.
+STATUSES = ("reported", "accepted", "in_progress", "resolved", "closed", "rejected")
+OPEN_STATUSES = ("reported", "accepted", "in_progress")
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "reported": ("accepted", "rejected"),
+    "accepted": ("in_progress", "rejected"),
+    "in_progress": ("resolved",),
+    "resolved": ("closed", "in_progress"),
+    "closed": (),
+    "rejected": (),
+}
+STATUS_LABELS = {
+    "reported": ("已上报", "Reported"),
+    "accepted": ("已受理", "Accepted"),
+    "in_progress": ("处置中", "In progress"),
+    "resolved": ("已处置", "Resolved"),
+    "closed": ("已结案", "Closed"),
+    "rejected": ("不予受理", "Rejected"),
+}
+SOURCES = ("patrol", "resident", "hotline", "meeting")
+MAX_DESCRIPTION = 4000
+MAX_TITLE = 200
+
+
+def status_label(status: str, locale: str = "zh") -> str:
+    """The display name of ``status`` in ``locale``."""
+    zh, en = STATUS_LABELS.get(status, (status, status))
+    return en if locale.startswith("en") else zh
+
+
+def allowed_transitions(status: str) -> tuple[str, ...]:
+    """The statuses a case in ``status`` may move to."""
+    return TRANSITIONS.get(status, ())
+
+
+def check_transition(current: str, to: object) -> str:
+    """Return ``to`` if a case may move there from ``current``.
+
+    Raises ``InvalidInput`` for an unknown status and ``Conflict`` (listing the allowed
+    next statuses) for a known one that is not allowed from ``current``.
+    """
+    if not isinstance(to, str) or to not in STATUSES:
+        raise InvalidInput(f"unknown status {to!r}; expected one of: {', '.join(STATUSES)}",
+                           field="to")
+    allowed = allowed_transitions(current)
+    if to not in allowed:
+        raise Conflict(
+            f"cannot move a case from {current!r} to {to!r}; allowed: "
+            f"{', '.join(allowed) or 'none (final status)'}",
+            field="to",
+            details={"current": current, "allowed": list(allowed)},
+        )
+    return to
+
+
+def add_working_time(start: datetime, value: int, unit: str) -> datetime:
+    """``start`` plus a time limit: ``hours``, or ``working_days`` skipping weekends."""
+    if unit == "hours":
+        return start + timedelta(hours=value)
+    day = start
+    left = value
+    while left > 0:
+        day += timedelta(days=1)
+        if day.weekday() < 5:
+            left -= 1
+    return day
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: all stored timestamps are naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class NewCase:
+    """A validated report, before it is located and stored."""
+
+    category: str
+    lon: float
+    lat: float
+    description: str
+    title: str
+    source: str = "resident"
+    created_at: datetime | None = None
+
+
+@dataclass
+class Case:
+    """A stored case with its chain of boundary codes."""
+
+    id: int
+    category: str
+    title: str
+    description: str
+    lon: float
+    lat: float
+    street_code: str | None
+    community_code: str | None
+    compound_code: str | None
+    grid_code: str | None
+    status: str
+    source: str
+    created_at: datetime
+    updated_at: datetime
+    due_at: datetime | None
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    row_version: int = 1
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    def is_overdue(self, now: datetime | None = None) -> bool:
+        """Open and past its due time."""
+        now = now or utcnow()
+        return self.is_open and self.due_at is not None and self.due_at < now
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict (timestamps as ISO 8601 UTC with a ``Z``)."""
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, datetime):
+                d[k] = v.isoformat(timespec="seconds") + "Z"
+        for ev in d["history"]:
+            if isinstance(ev.get("at"), datetime):
+                ev["at"] = ev["at"].isoformat(timespec="seconds") + "Z"
+        d["overdue"] = self.is_overdue()
+        return d
+
+
+def _text(payload: dict, name: str, limit: int, required: bool) -> str:
+    value = payload.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise InvalidInput(f"{name} is required", field=name)
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string", field=name)
+    value = value.strip()
+    if len(value) > limit:
+        raise InvalidInput(f"{name} is {len(value)} characters long; the limit is {limit}",
+                           field=name)
+    return value
+
+
+def parse_new_case(payload: object) -> NewCase:
+    """Validate a report (a dict from JSON or a form) and return a :class:`NewCase`.
+
+    Raises ``InvalidInput`` naming the first bad field: missing or non-numeric or
+    out-of-range coordinates, unknown category, over-long text, unknown source.
+    """
+    if not isinstance(payload, dict):
+        raise InvalidInput("the body must be a JSON object", field="body")
+    cat: Category = get_category(payload.get("category"))
+    lon, lat = check_lon_lat(payload.get("lon"), payload.get("lat"))
+    description = _text(payload, "description", MAX_DESCRIPTION, required=True)
+    title = _text(payload, "title", MAX_TITLE, required=False) or _default_title(
+        cat, description)
+    source = payload.get("source") or "resident"
+    if source not in SOURCES:
+        raise InvalidInput(f"unknown source {source!r}; expected one of: {', '.join(SOURCES)}",
+                           field="source")
+    return NewCase(category=cat.code, lon=lon, lat=lat, description=description, title=title,
+                   source=source)
+
+
+def _default_title(cat: Category, description: str) -> str:
+    first = description.splitlines()[0] if description else ""
+    return (first[:40] + "…") if len(first) > 40 else (first or cat.zh)

@@ -1,0 +1,79 @@
+"""Settings, declared once as data.
+
+Every setting has a name, a default, a help text and the environment variable that
+sets it (prefix ``HEMEI_``). The web app, the CLI and the docs all read this table;
+a test checks that the README documents each one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: object
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "HEMEI_" + self.name
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("INSTANCE", "./instance", "Folder holding the database, uploads and caches."),
+    Setting(
+        "DATABASE_URL",
+        None,
+        "SQLAlchemy database URL. Default: sqlite:///<INSTANCE>/hemei.sqlite3.",
+    ),
+    Setting(
+        "SHAPES",
+        str(REPO_ROOT / "data" / "shapes" / "jiangnan.gpkg"),
+        "GeoPackage with the boundary layers loaded on first run (street, community, "
+        "compound, grid).",
+    ),
+    Setting(
+        "DEMO_CASES",
+        str(REPO_ROOT / "data" / "shapes" / "demo_cases.csv"),
+        "CSV of demo cases loaded on first run; empty to start with no cases.",
+    ),
+    Setting(
+        "TILES",
+        "none",
+        "Map tile source: osm, none, or an XYZ URL template such as "
+        "http://tiles.intranet/{z}/{x}/{y}.png.",
+    ),
+    Setting("TILES_ATTRIBUTION", "", "Attribution shown for a custom XYZ tile source."),
+    Setting("LOCALE", "zh", "Default UI language: zh (简体中文) or en."),
+    Setting("SECRET_KEY", None, "Flask secret key. Default: a random key kept in the instance."),
+)
+
+
+def setting_default(name: str) -> object:
+    """The declared default of setting ``name``."""
+    return next(s.default for s in SETTINGS if s.name == name)
+
+
+def read_settings(env: dict[str, str] | None = None, **overrides: object) -> dict[str, object]:
+    """Resolve every setting from ``overrides``, then ``env`` (default ``os.environ``), then
+    its default. Derived defaults (the database URL) are filled in last."""
+    env = os.environ if env is None else env
+    out: dict[str, object] = {}
+    for s in SETTINGS:
+        if s.name in overrides and overrides[s.name] is not None:
+            out[s.name] = overrides[s.name]
+        elif s.env in env:
+            out[s.name] = env[s.env]
+        else:
+            out[s.name] = s.default
+    instance = Path(str(out["INSTANCE"])).resolve()
+    out["INSTANCE"] = str(instance)
+    if not out["DATABASE_URL"]:
+        out["DATABASE_URL"] = f"sqlite:///{instance / 'hemei.sqlite3'}"
+    return out

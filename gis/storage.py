@@ -1,0 +1,409 @@
+"""Storage behind one interface, with an embedded SQLite default.
+
+``open_store(url)`` picks the backend from a SQLAlchemy URL. :class:`SqlCaseStore`
+holds the SQL every backend shares (SQLAlchemy Core); a backend overrides only what
+differs: :class:`SqliteCaseStore` sets WAL, a busy timeout and ``BEGIN IMMEDIATE``
+for writes, so concurrent writers queue instead of failing with "database is locked".
+
+Boundary layers are stored too, as versions: importing a layer adds a new version and
+activates it in one transaction, so a failed import leaves the active layers as they
+were, and old versions stay for history.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime
+
+import geopandas as gpd
+import pandas as pd
+import shapely
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from gis.cases import OPEN_STATUSES, Case, NewCase, check_transition, utcnow
+from gis.errors import Conflict, InvalidInput, NotFound
+
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "meta", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+)
+
+layer_versions = sa.Table(
+    "layer_versions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("source", sa.String(500), nullable=False),
+    sa.Column("features", sa.Integer, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, default=False),
+)
+
+boundaries = sa.Table(
+    "boundaries", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("layer_versions.id"), nullable=False),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("code", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("parent_code", sa.String(32)),
+    sa.Column("households", sa.Integer),
+    sa.Column("minx", sa.Float, nullable=False),
+    sa.Column("miny", sa.Float, nullable=False),
+    sa.Column("maxx", sa.Float, nullable=False),
+    sa.Column("maxy", sa.Float, nullable=False),
+    sa.Column("geom", sa.LargeBinary, nullable=False),  # WKB, EPSG:4326
+    sa.Index("ix_boundaries_version", "version_id"),
+)
+
+cases = sa.Table(
+    "cases", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("category", sa.String(64), nullable=False),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("lon", sa.Float, nullable=False),
+    sa.Column("lat", sa.Float, nullable=False),
+    sa.Column("street_code", sa.String(32)),
+    sa.Column("community_code", sa.String(32)),
+    sa.Column("compound_code", sa.String(32)),
+    sa.Column("grid_code", sa.String(32)),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("due_at", sa.DateTime),
+    sa.Column("resolved_at", sa.DateTime),
+    sa.Column("closed_at", sa.DateTime),
+    sa.Column("row_version", sa.Integer, nullable=False, default=1),
+    sa.Index("ix_cases_grid_status", "grid_code", "status"),
+    sa.Index("ix_cases_lon_lat", "lon", "lat"),
+    sa.Index("ix_cases_created", "created_at"),
+)
+
+case_events = sa.Table(
+    "case_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("from_status", sa.String(32)),
+    sa.Column("to_status", sa.String(32), nullable=False),
+    sa.Column("note", sa.Text, nullable=False, default=""),
+    sa.Index("ix_case_events_case", "case_id"),
+)
+
+LEVELS = ("street", "community", "compound", "grid")
+_CASE_COLS = [c.name for c in cases.columns]
+
+
+class CaseStore:
+    """The storage interface. Callers use only these methods; backends subclass
+    :class:`SqlCaseStore` and override the few spatial or dialect bits that differ."""
+
+    def init_schema(self) -> None: ...
+    def data_version(self) -> int: ...
+    def save_layers(self, layers: dict, source: str) -> dict[str, int]: ...
+    def load_active_layers(self) -> dict[str, gpd.GeoDataFrame]: ...
+    def layer_versions(self) -> list[dict]: ...
+    def create_case(self, new: NewCase, chain: dict, due_at: datetime | None,
+                    actor: str = "system") -> Case: ...
+    def get_case(self, case_id: int) -> Case: ...
+    def list_cases(self, **filters) -> tuple[list[Case], int]: ...
+    def transition(self, case_id: int, to: str, actor: str, note: str = "",
+                   expected_version: int | None = None) -> Case: ...
+    def grid_counts(self) -> pd.DataFrame: ...
+
+
+class SqlCaseStore(CaseStore):
+    """The shared SQLAlchemy Core implementation."""
+
+    def __init__(self, url: str, **engine_kw):
+        self.url = url
+        self.engine = sa.create_engine(url, **engine_kw)
+
+    # -- plumbing ---------------------------------------------------------------
+    @contextmanager
+    def _write(self):
+        """A write transaction (backends may make it take the write lock up front)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self):
+        with self.engine.connect() as conn:
+            yield conn
+
+    def _bump(self, conn) -> None:
+        # One counter that changes on every write: the key for caches and ETags.
+        conn.execute(
+            sa.update(meta_table).where(meta_table.c.key == "data_version")
+            .values(value=sa.cast(sa.cast(meta_table.c.value, sa.Integer) + 1, sa.String))
+        )
+
+    def init_schema(self) -> None:
+        """Create missing tables and the meta rows (idempotent)."""
+        metadata.create_all(self.engine)
+        with self._write() as conn:
+            have = conn.execute(sa.select(meta_table.c.key)).scalars().all()
+            if "data_version" not in have:
+                conn.execute(sa.insert(meta_table).values(key="data_version", value="1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def data_version(self) -> int:
+        with self._read() as conn:
+            v = conn.execute(sa.select(meta_table.c.value)
+                             .where(meta_table.c.key == "data_version")).scalar()
+        return int(v or 0)
+
+    # -- boundary layers --------------------------------------------------------
+    def save_layers(self, layers: dict, source: str) -> dict[str, int]:
+        """Store ``layers`` (level → GeoDataFrame in EPSG:4326) as new active versions,
+        all in one transaction. Returns level → new version id."""
+        out = {}
+        now = utcnow()
+        with self._write() as conn:
+            for level, gdf in layers.items():
+                if level not in LEVELS:
+                    raise InvalidInput(f"unknown layer {level!r}", field="layer")
+                conn.execute(sa.update(layer_versions).where(layer_versions.c.level == level)
+                             .values(active=False))
+                vid = conn.execute(sa.insert(layer_versions).values(
+                    level=level, created_at=now, source=str(source)[:500],
+                    features=len(gdf), active=True)).inserted_primary_key[0]
+                geoms = gdf.geometry.values
+                bounds = shapely.bounds(geoms)
+                wkb = shapely.to_wkb(geoms)
+                hh = gdf["households"] if "households" in gdf else pd.Series([None] * len(gdf))
+                rows = [
+                    {"version_id": vid, "level": level, "code": _str_or_none(code),
+                     "name": _str_or_none(name),
+                     "parent_code": None if pd.isna(parent) else str(parent),
+                     "households": None if pd.isna(h) else int(h),
+                     "minx": b[0], "miny": b[1], "maxx": b[2], "maxy": b[3], "geom": g}
+                    for code, name, parent, h, b, g in zip(
+                        gdf["code"], gdf["name"], gdf["parent_code"], hh, bounds, wkb,
+                        strict=True)
+                ]
+                if rows:
+                    conn.execute(sa.insert(boundaries), rows)
+                out[level] = vid
+            self._bump(conn)
+        return out
+
+    def load_active_layers(self) -> dict[str, gpd.GeoDataFrame]:
+        """The active version of each stored level as GeoDataFrames (EPSG:4326)."""
+        q = (sa.select(boundaries.c.level, boundaries.c.code, boundaries.c.name,
+                       boundaries.c.parent_code, boundaries.c.households, boundaries.c.geom)
+             .join(layer_versions, layer_versions.c.id == boundaries.c.version_id)
+             .where(layer_versions.c.active.is_(True))
+             .order_by(boundaries.c.level, boundaries.c.code))
+        with self._read() as conn:
+            df = pd.DataFrame(conn.execute(q).fetchall(),
+                              columns=["level", "code", "name", "parent_code", "households",
+                                       "geom"])
+        out = {}
+        for level in LEVELS:
+            part = df[df["level"] == level]
+            if part.empty:
+                continue
+            gdf = gpd.GeoDataFrame(
+                part[["code", "name", "parent_code"]].reset_index(drop=True),
+                geometry=shapely.from_wkb(part["geom"].to_numpy()), crs="EPSG:4326")
+            gdf["households"] = pd.array(part["households"].to_numpy(), dtype="Int64")
+            out[level] = gdf[["code", "name", "parent_code", "households", "geometry"]]
+        return out
+
+    def layer_versions(self) -> list[dict]:
+        with self._read() as conn:
+            rows = conn.execute(sa.select(layer_versions)
+                                .order_by(layer_versions.c.id)).mappings().all()
+        return [dict(r) for r in rows]
+
+    # -- cases ------------------------------------------------------------------
+    @staticmethod
+    def _chain_values(chain: dict | None) -> dict:
+        chain = chain or {}
+        return {f"{lvl}_code": (chain.get(lvl) or {}).get("code") for lvl in LEVELS}
+
+    def create_case(self, new: NewCase, chain: dict, due_at: datetime | None,
+                    actor: str = "system") -> Case:
+        """Insert a case and its first history event in one transaction."""
+        now = new.created_at or utcnow()
+        values = {
+            "category": new.category, "title": new.title, "description": new.description,
+            "lon": new.lon, "lat": new.lat, **self._chain_values(chain),
+            "status": "reported", "source": new.source, "created_at": now,
+            "updated_at": now, "due_at": due_at, "row_version": 1,
+        }
+        with self._write() as conn:
+            cid = conn.execute(sa.insert(cases).values(**values)).inserted_primary_key[0]
+            conn.execute(sa.insert(case_events).values(
+                case_id=cid, at=now, actor=actor, from_status=None, to_status="reported",
+                note=""))
+            self._bump(conn)
+        return self.get_case(cid)
+
+    def import_cases(self, rows: list[dict], events: list[list[dict]]) -> int:
+        """Bulk-insert already validated and located cases with their histories
+        (demo data, bulk imports) in one transaction. Returns how many."""
+        with self._write() as conn:
+            for row, evs in zip(rows, events, strict=True):
+                cid = conn.execute(sa.insert(cases).values(**row)).inserted_primary_key[0]
+                if evs:
+                    conn.execute(sa.insert(case_events), [{**e, "case_id": cid} for e in evs])
+            self._bump(conn)
+        return len(rows)
+
+    def _row_to_case(self, row) -> Case:
+        d = dict(row)
+        return Case(**{k: d[k] for k in _CASE_COLS})
+
+    def get_case(self, case_id: int) -> Case:
+        """The case ``case_id`` with its history; ``NotFound`` if there is none."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(cases).where(cases.c.id == case_id)).mappings().first()
+            if row is None:
+                raise NotFound(f"no case with id {case_id}", field="id")
+            evs = conn.execute(sa.select(case_events).where(case_events.c.case_id == case_id)
+                               .order_by(case_events.c.id)).mappings().all()
+        case = self._row_to_case(row)
+        case.history = [
+            {"at": e["at"], "actor": e["actor"], "from": e["from_status"],
+             "to": e["to_status"], "note": e["note"]} for e in evs
+        ]
+        return case
+
+    def _filters(self, bbox=None, grid=None, status=None, category=None, compound=None):
+        conds = []
+        if bbox is not None:
+            minx, miny, maxx, maxy = bbox
+            conds += [cases.c.lon >= minx, cases.c.lon <= maxx,
+                      cases.c.lat >= miny, cases.c.lat <= maxy]
+        if grid:
+            conds.append(cases.c.grid_code == grid)
+        if compound:
+            conds.append(cases.c.compound_code == compound)
+        if status:
+            statuses = list(OPEN_STATUSES) if status == "open" else [status]
+            conds.append(cases.c.status.in_(statuses))
+        if category:
+            conds.append(cases.c.category == category)
+        return conds
+
+    def list_cases(self, *, bbox=None, grid=None, status=None, category=None, compound=None,
+                   limit: int | None = 100, offset: int = 0) -> tuple[list[Case], int]:
+        """Cases matching every filter, newest first, and the total count."""
+        conds = self._filters(bbox, grid, status, category, compound)
+        q = sa.select(cases).where(*conds).order_by(cases.c.created_at.desc(), cases.c.id.desc())
+        if limit is not None:
+            q = q.limit(limit).offset(offset)
+        with self._read() as conn:
+            rows = conn.execute(q).mappings().all()
+            total = conn.execute(sa.select(sa.func.count()).select_from(cases)
+                                 .where(*conds)).scalar()
+        return [self._row_to_case(r) for r in rows], int(total)
+
+    def transition(self, case_id: int, to: str, actor: str, note: str = "",
+                   expected_version: int | None = None) -> Case:
+        """Move a case to ``to``; refuse illegal moves (409) and lost updates (409).
+
+        The update is conditional on the row version read in the same transaction, so of
+        two people acting at once one wins and the other gets a ``Conflict``.
+        """
+        now = utcnow()
+        with self._write() as conn:
+            row = conn.execute(sa.select(cases.c.status, cases.c.row_version)
+                               .where(cases.c.id == case_id)).first()
+            if row is None:
+                raise NotFound(f"no case with id {case_id}", field="id")
+            status, version = row
+            if expected_version is not None and expected_version != version:
+                raise Conflict(f"case {case_id} was changed by someone else "
+                               f"(version {version}, you had {expected_version}); reload it",
+                               details={"current_version": version})
+            check_transition(status, to)
+            values = {"status": to, "updated_at": now, "row_version": version + 1}
+            if to == "resolved":
+                values["resolved_at"] = now
+            if to in ("closed", "rejected"):
+                values["closed_at"] = now
+            res = conn.execute(sa.update(cases).where(cases.c.id == case_id,
+                                                      cases.c.row_version == version)
+                               .values(**values))
+            if res.rowcount != 1:
+                raise Conflict(f"case {case_id} was changed by someone else; reload it")
+            conn.execute(sa.insert(case_events).values(
+                case_id=case_id, at=now, actor=actor, from_status=status, to_status=to,
+                note=note or ""))
+            self._bump(conn)
+        return self.get_case(case_id)
+
+    def grid_counts(self) -> pd.DataFrame:
+        """Per grid: total cases and open cases (aggregated in the database)."""
+        open_expr = sa.func.sum(sa.case((cases.c.status.in_(OPEN_STATUSES), 1), else_=0))
+        q = (sa.select(cases.c.grid_code, sa.func.count().label("total"),
+                       open_expr.label("open"))
+             .where(cases.c.grid_code.is_not(None)).group_by(cases.c.grid_code))
+        with self._read() as conn:
+            rows = conn.execute(q).fetchall()
+        df = pd.DataFrame(rows, columns=["grid_code", "total", "open"])
+        return df.astype({"total": "int64", "open": "int64"})
+
+
+def _str_or_none(value) -> str | None:
+    return None if value is None or pd.isna(value) else str(value)
+
+
+class SqliteCaseStore(SqlCaseStore):
+    """The embedded default: one SQLite file, WAL, busy timeout, immediate writes."""
+
+    def __init__(self, url: str, busy_timeout_ms: int = 10_000):
+        super().__init__(url)
+
+        @event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            # Let SQLAlchemy's begin event emit BEGIN itself (pysqlite's own is deferred).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @event.listens_for(self.engine, "begin")
+        def _on_begin(conn):
+            # Writers take the write lock at BEGIN, so a read-then-write transaction
+            # cannot fail half-way with SQLITE_BUSY; readers stay deferred (WAL).
+            if conn.get_execution_options().get("sqlite_immediate"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN")
+
+    @contextmanager
+    def _write(self):
+        with self.engine.connect().execution_options(sqlite_immediate=True) as conn:
+            with conn.begin():
+                yield conn
+
+
+def open_store(url: str) -> CaseStore:
+    """Open the store a database URL names (``sqlite:///path``; other SQLAlchemy URLs
+    use the shared SQL implementation) and make sure its schema exists."""
+    if url.startswith("sqlite"):
+        path = url.split("sqlite:///", 1)[-1]
+        if path and path != ":memory:":
+            from pathlib import Path
+
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        store: CaseStore = SqliteCaseStore(url)
+    else:
+        store = SqlCaseStore(url, pool_pre_ping=True)
+    store.init_schema()
+    return store

@@ -1,0 +1,201 @@
+"""The JSON API, end to end through Flask's test client over a real SQLite file."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import INSIDE, OUTSIDE
+
+
+def count_cases(client) -> int:
+    return client.get("/api/v1/issues?limit=1").get_json()["numberMatched"]
+
+
+def test_locate_inside_returns_the_full_chain(client, hemei):
+    r = client.get(f"/api/v1/locate?lon={INSIDE[0]}&lat={INSIDE[1]}")
+    assert r.status_code == 200
+    body = r.get_json()
+    assert body["inside"] is True
+    chain = body["chain"]
+    grid = hemei.layers["grid"].set_index("code").loc[chain["grid"]["code"]]
+    # The grid's parent is the community, the community's parent is the street.
+    assert chain["community"]["code"] == grid["parent_code"]
+    assert chain["street"] == {"code": "451102003", "name": "江南街道"}
+    assert len(chain["grid"]["code"]) == 15
+
+
+def test_locate_in_a_compound_names_it(client, hemei):
+    comp = hemei.layers["compound"].set_index("name").loc["香槟城小区"]
+    p = comp.geometry.representative_point()
+    body = client.get(f"/api/v1/locate?lon={p.x}&lat={p.y}").get_json()
+    assert body["chain"]["compound"] == {"code": comp["code"], "name": "香槟城小区"}
+
+
+def test_locate_outside_is_reported_not_raised(client):
+    r = client.get(f"/api/v1/locate?lon={OUTSIDE[0]}&lat={OUTSIDE[1]}")
+    assert r.status_code == 200
+    assert r.get_json() == {"lon": OUTSIDE[0], "lat": OUTSIDE[1], "inside": False,
+                            "chain": None}
+
+
+@pytest.mark.parametrize("query, field", [
+    ("lat=24.4", "lon"), ("lon=111.57", "lat"), ("lon=abc&lat=24.4", "lon"),
+    ("lon=111.57&lat=95", "lat"), ("lon=181&lat=24.4", "lon"), ("lon=nan&lat=24.4", "lon"),
+    ("lon=111.57&lat=inf", "lat"),
+])
+def test_locate_bad_coordinates_are_400_naming_the_field(client, query, field):
+    r = client.get(f"/api/v1/locate?{query}")
+    assert r.status_code == 400
+    assert r.get_json()["error"]["field"] == field
+
+
+@pytest.mark.parametrize("layer, n", [("street", 1), ("community", 5), ("compound", 27)])
+def test_layers_as_geojson(client, layer, n):
+    r = client.get(f"/api/v1/layers/{layer}")
+    assert r.status_code == 200
+    assert r.mimetype == "application/geo+json"
+    fc = r.get_json()
+    assert len(fc["features"]) == n
+    assert {"code", "name", "parent_code", "households"} <= set(fc["features"][0]["properties"])
+
+
+def test_grid_layer_has_every_grid_with_chinese_names(client, hemei):
+    fc = client.get("/api/v1/layers/grid").get_json()
+    assert len(fc["features"]) == len(hemei.layers["grid"])
+    assert all("网格" in f["properties"]["name"] for f in fc["features"])
+
+
+def test_unknown_layer_is_404(client):
+    r = client.get("/api/v1/layers/province")
+    assert r.status_code == 404
+    assert r.get_json()["error"]["field"] == "layer"
+
+
+def test_issue_filters(client):
+    fc = client.get("/api/v1/issues?status=closed&category=roof_leak&limit=500").get_json()
+    assert fc["numberReturned"] > 0
+    assert all(f["properties"]["status"] == "closed" and
+               f["properties"]["category"] == "roof_leak" for f in fc["features"])
+    one = fc["features"][0]["properties"]["grid_code"]
+    by_grid = client.get(f"/api/v1/issues?grid={one}&limit=500").get_json()
+    assert by_grid["numberMatched"] >= 1
+    assert all(f["properties"]["grid_code"] == one for f in by_grid["features"])
+
+
+def test_issue_bbox_filter_returns_only_points_inside(client):
+    bbox = (111.56, 24.39, 111.575, 24.405)
+    fc = client.get("/api/v1/issues?limit=1000&bbox=" + ",".join(map(str, bbox))).get_json()
+    everything = client.get("/api/v1/issues?limit=10000").get_json()["features"]
+    expected = [f for f in everything
+                if bbox[0] <= f["geometry"]["coordinates"][0] <= bbox[2]
+                and bbox[1] <= f["geometry"]["coordinates"][1] <= bbox[3]]
+    assert fc["numberMatched"] == len(expected) > 0
+    assert {f["id"] for f in fc["features"]} == {f["id"] for f in expected}
+
+
+def test_issue_paging(client):
+    a = client.get("/api/v1/issues?limit=5&offset=0").get_json()
+    b = client.get("/api/v1/issues?limit=5&offset=5").get_json()
+    assert a["numberReturned"] == b["numberReturned"] == 5
+    assert not {f["id"] for f in a["features"]} & {f["id"] for f in b["features"]}
+
+
+@pytest.mark.parametrize("query, field", [
+    ("bbox=1,2,3", "bbox"), ("bbox=a,b,c,d", "bbox"), ("bbox=5,5,1,1", "bbox"),
+    ("status=lost", "status"), ("category=ufo", "category"), ("limit=0", "limit"),
+    ("limit=x", "limit"), ("offset=-1", "offset"),
+])
+def test_issue_list_bad_filters_are_400(client, query, field):
+    r = client.get(f"/api/v1/issues?{query}")
+    assert r.status_code == 400
+    assert r.get_json()["error"]["field"] == field
+
+
+def test_report_a_case_locates_it_and_stores_it(client):
+    before = count_cases(client)
+    r = client.post("/api/v1/issues", json={
+        "category": "street_light", "lon": INSIDE[0], "lat": INSIDE[1],
+        "description": "新兴南路 12 号门口路灯不亮", "title": "路灯不亮"})
+    assert r.status_code == 201
+    feat = r.get_json()
+    chain = client.get(f"/api/v1/locate?lon={INSIDE[0]}&lat={INSIDE[1]}").get_json()["chain"]
+    assert feat["properties"]["grid_code"] == chain["grid"]["code"]
+    assert feat["properties"]["community_code"] == chain["community"]["code"]
+    assert feat["properties"]["status"] == "reported"
+    assert feat["properties"]["due_at"] > feat["properties"]["created_at"]
+    assert r.headers["Location"].endswith(f"/api/v1/issues/{feat['id']}")
+    again = client.get(r.headers["Location"]).get_json()
+    assert again["properties"]["title"] == "路灯不亮"
+    assert [h["to"] for h in again["properties"]["history"]] == ["reported"]
+    assert count_cases(client) == before + 1
+
+
+def test_title_defaults_to_the_description(client):
+    r = client.post("/api/v1/issues", json={"category": "parking", "lon": INSIDE[0],
+                                             "lat": INSIDE[1], "description": "乱停车堵住消防通道"})
+    assert r.status_code == 201
+    assert r.get_json()["properties"]["title"] == "乱停车堵住消防通道"
+
+
+GOOD = {"category": "drainage", "lon": INSIDE[0], "lat": INSIDE[1], "description": "积水"}
+
+
+@pytest.mark.parametrize("change, status, field", [
+    ({"lon": None}, 400, "lon"),
+    ({"lat": None}, 400, "lat"),
+    ({"lon": "east"}, 400, "lon"),
+    ({"lat": 91}, 400, "lat"),
+    ({"lat": -90.5}, 400, "lat"),
+    ({"lon": 180.01}, 400, "lon"),
+    ({"lon": -181}, 400, "lon"),
+    ({"lon": True}, 400, "lon"),
+    ({"lon": OUTSIDE[0], "lat": OUTSIDE[1]}, 422, "lon"),
+    ({"category": "ufo"}, 400, "category"),
+    ({"category": None}, 400, "category"),
+    ({"description": "x" * 4001}, 400, "description"),
+    ({"description": ""}, 400, "description"),
+    ({"description": 5}, 400, "description"),
+    ({"title": "t" * 201}, 400, "title"),
+    ({"source": "carrier pigeon"}, 400, "source"),
+])
+def test_bad_reports_are_4xx_naming_the_field_and_write_nothing(client, change, status, field):
+    before = count_cases(client)
+    body = {**GOOD, **change}
+    body = {k: v for k, v in body.items() if v is not None}
+    r = client.post("/api/v1/issues", json=body)
+    assert r.status_code == status, r.get_json()
+    assert r.get_json()["error"]["field"] == field
+    assert count_cases(client) == before
+
+
+@pytest.mark.parametrize("data", ["", "   ", "not json", "[1, 2]", '"a string"', "null",
+                                  '{"category": "drainage", "lon": NaN, "lat": 24.4}'])
+def test_empty_or_non_json_bodies_are_400(client, data):
+    before = count_cases(client)
+    r = client.post("/api/v1/issues", data=data, content_type="application/json")
+    assert r.status_code == 400
+    assert r.get_json()["error"]["field"] in ("body", "lon")
+    assert count_cases(client) == before
+
+
+def test_nan_longitude_is_refused(client):
+    r = client.post("/api/v1/issues", data='{"category":"drainage","lon":NaN,"lat":24.4,'
+                    '"description":"x"}', content_type="application/json")
+    assert r.status_code == 400 and r.get_json()["error"]["field"] == "lon"
+
+
+def test_description_of_exactly_4000_characters_is_accepted(client):
+    r = client.post("/api/v1/issues", json={**GOOD, "description": "水" * 4000})
+    assert r.status_code == 201
+
+
+def test_unknown_case_is_404_json(client):
+    r = client.get("/api/v1/issues/999999")
+    assert r.status_code == 404
+    assert r.get_json()["error"]["code"] == "not_found"
+
+
+def test_unknown_api_route_is_json_404(client):
+    r = client.get("/api/v1/nothing-here")
+    assert r.status_code == 404
+    assert "error" in r.get_json()

@@ -1,0 +1,114 @@
+"""The ``hemei`` command, run as a user runs it: a subprocess on a real instance."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import shapely
+
+from gis.layers import read_layer_set
+from tests.conftest import DEMO_GPKG, INSIDE
+
+HEMEI = [sys.executable, "-m", "webapp.cli"]
+
+
+def run(args, instance: Path, check=False):
+    env = {**os.environ, "HEMEI_INSTANCE": str(instance), "PYTHONIOENCODING": "utf-8"}
+    env.pop("HEMEI_DATABASE_URL", None)
+    r = subprocess.run(HEMEI + list(args), env=env, capture_output=True, text=True, timeout=120)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_console_script_is_installed():
+    assert shutil.which("hemei") or (Path(sys.executable).parent / "hemei").exists()
+
+
+def test_locate_prints_the_chain_as_json(instance):
+    r = run(["locate", str(INSIDE[0]), str(INSIDE[1])], instance, check=True)
+    body = json.loads(r.stdout)
+    assert body["inside"] is True
+    assert body["chain"]["street"]["name"] == "江南街道"
+    assert len(body["chain"]["grid"]["code"]) == 15
+
+
+def test_locate_outside_and_bad_input(instance):
+    out = json.loads(run(["locate", "100", "10"], instance, check=True).stdout)
+    assert out["inside"] is False and out["chain"] is None
+    bad = run(["locate", "east", "24.4"], instance)
+    assert bad.returncode != 0
+    assert "lon must be a number" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_init_is_idempotent(tmp_path):
+    inst = tmp_path / "fresh"
+    first = run(["init"], inst, check=True)
+    assert first.stdout.startswith("initialised")
+    assert run(["init"], inst, check=True).stdout.startswith("already initialised")
+    assert (inst / "hemei.sqlite3").exists()
+
+
+@pytest.fixture(scope="module")
+def demo_grid():
+    return read_layer_set(str(DEMO_GPKG))["grid"]
+
+
+def test_import_a_gbk_shapefile_in_gauss_kruger_with_field_mapping(instance, tmp_path,
+                                                                  demo_grid):
+    g = demo_grid.rename(columns={"code": "GRID_ID", "name": "WGMC", "parent_code": "SJBM",
+                                  "households": "HS"})
+    g["GRID_ID"] = g["GRID_ID"].astype(str)
+    path = tmp_path / "grids.shp"
+    g.to_crs("EPSG:4546").to_file(path, encoding="GBK", engine="pyogrio")
+    (tmp_path / "grids.cpg").unlink(missing_ok=True)
+    prj = tmp_path / "grids.prj"
+    prj.unlink()  # no CRS in the file: the user names it
+    refused = run(["import-shapes", str(path), "--layer", "grid"], instance)
+    assert refused.returncode != 0 and "--crs" in refused.stderr
+    r = run(["import-shapes", str(path), "--layer", "grid", "--crs", "EPSG:4546",
+             "--field", "code=GRID_ID"], instance)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"imported {len(demo_grid)} grid features" in r.stdout
+    # The new version is active and its Chinese names came through the GBK table.
+    p = demo_grid.geometry.iloc[0].representative_point()
+    body = json.loads(run(["locate", str(p.x), str(p.y)], instance, check=True).stdout)
+    assert body["chain"]["grid"]["name"] == demo_grid["name"].iloc[0]
+
+
+def test_import_with_overlapping_grids_is_refused_and_changes_nothing(instance, tmp_path,
+                                                                     demo_grid):
+    g = demo_grid.copy()
+    g.loc[0, "geometry"] = shapely.buffer(g.geometry.iloc[0], 0.002)  # spills into neighbours
+    path = tmp_path / "overlap.geojson"
+    g.to_file(path, driver="GeoJSON", engine="pyogrio")
+    p = demo_grid.geometry.iloc[1].representative_point()
+    before = run(["locate", str(p.x), str(p.y)], instance, check=True).stdout
+    r = run(["import-shapes", str(path), "--layer", "grid"], instance)
+    assert r.returncode == 1
+    assert "overlap" in r.stdout and demo_grid["code"].iloc[0] in r.stdout
+    assert "active layers are unchanged" in r.stderr
+    assert run(["locate", str(p.x), str(p.y)], instance, check=True).stdout == before
+    forced = run(["import-shapes", str(path), "--layer", "grid", "--force"], instance)
+    assert forced.returncode == 0
+
+
+def test_import_a_broken_file_is_a_clean_error(instance, tmp_path):
+    bad = tmp_path / "broken.shp"
+    bad.write_bytes(b"this is not a shapefile")
+    r = run(["import-shapes", str(bad), "--layer", "grid"], instance)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error:") and "Traceback" not in r.stderr
+
+
+def test_bad_field_option(instance, tmp_path):
+    f = tmp_path / "x.geojson"
+    f.write_text('{"type": "FeatureCollection", "features": []}', encoding="utf-8")
+    r = run(["import-shapes", str(f), "--layer", "grid", "--field", "code"], instance)
+    assert r.returncode == 2 and "NAME=COLUMN" in r.stderr

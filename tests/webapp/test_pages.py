@@ -1,0 +1,106 @@
+"""HTML pages: the overview map, the grid page, the case page; escaping and language."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from tests.conftest import INSIDE
+
+XSS_TITLE = "<img src=x onerror=alert(1)>`${alert(2)}`</script><script>alert(3)</script>\\"
+XSS_DESC = "<svg onload=alert(4)> ${document.cookie} `backtick` \\u003c"
+
+
+def _embedded(html: str, prop: str) -> dict:
+    """The embedded GeoJSON object whose features carry property ``prop``."""
+    for m in re.finditer(r"geo_json_[0-9a-f]+_add\((\{.*?\})\);", html, re.S):
+        data = json.loads(m.group(1))
+        feats = data.get("features", [])
+        if feats and prop in feats[0]["properties"]:
+            return data
+    raise AssertionError(f"no GeoJSON with {prop!r} in the page")
+
+
+def _grid_geojson(html: str) -> dict:
+    return _embedded(html, "open")
+
+
+def test_overview_has_one_shape_per_grid_with_counts_and_a_legend(client, hemei):
+    r = client.get("/")
+    assert r.status_code == 200
+    html = r.get_data(as_text=True)
+    fc = _grid_geojson(html)
+    grids = hemei.grid_summary().set_index("code")
+    assert len(fc["features"]) == len(grids)
+    for f in fc["features"]:
+        p = f["properties"]
+        assert p["open"] == grids.loc[p["code"], "open"]
+        assert p["total"] == grids.loc[p["code"], "total"]
+    assert 'id="map-legend"' in html and "无数据" in html and "越少越好" in html
+    # Grids with the most open cases get the darkest class.
+    top = max(fc["features"], key=lambda f: f["properties"]["open"])
+    assert top["properties"]["fill"] == "#bd0026"
+
+
+def test_overview_in_english(client):
+    html = client.get("/?lang=en").get_data(as_text=True)
+    assert "Open cases per grid" in html and "No data" in html and 'lang="en"' in html
+    # The choice is remembered in a cookie.
+    html2 = client.get("/").get_data(as_text=True)
+    assert 'lang="en"' in html2
+
+
+def test_grid_page_lists_its_cases_and_compounds(client, hemei):
+    counts = hemei.grid_summary().sort_values("total", ascending=False)
+    code = counts.iloc[0]["code"]
+    html = client.get(f"/grids/{code}").get_data(as_text=True)
+    cases = client.get(f"/api/v1/issues?grid={code}&limit=1000").get_json()["features"]
+    assert len(cases) == counts.iloc[0]["total"] > 0
+    for f in cases:
+        assert f'href="/cases/{f["id"]}"' in html
+    assert counts.iloc[0]["name"] in html
+
+
+def test_unknown_grid_and_case_pages_are_404_html(client):
+    r = client.get("/grids/000")
+    assert r.status_code == 404 and "<html" in r.get_data(as_text=True)
+    assert client.get("/cases/424242").status_code == 404
+
+
+def test_user_text_is_escaped_everywhere(client):
+    r = client.post("/api/v1/issues", json={"category": "sanitation", "lon": INSIDE[0],
+                                             "lat": INSIDE[1], "title": XSS_TITLE,
+                                             "description": XSS_DESC})
+    assert r.status_code == 201
+    cid = r.get_json()["id"]
+    grid = r.get_json()["properties"]["grid_code"]
+    for url in ("/", f"/grids/{grid}", f"/cases/{cid}"):
+        html = client.get(url).get_data(as_text=True)
+        assert "<img src=x" not in html, url
+        assert "<svg onload" not in html, url
+        scripts = re.findall(r"<script[^>]*>(.*?)</script>", html, re.S)
+        assert "alert(3)" not in scripts, url
+        # Inside scripts (template literals) no live ${...} or backtick from the user.
+        for js in scripts:
+            assert "${alert(2)}" not in js and "${document.cookie}" not in js, url
+            assert "`backtick`" not in js, url
+    overview = client.get("/").get_data(as_text=True)
+    # The popup text is HTML-escaped and the template-literal characters neutralised.
+    popups = {f["id"]: f["properties"]["popup"]
+              for f in _embedded(overview, "popup")["features"]}
+    assert ("&lt;img src=x onerror=alert(1)&gt;&#96;&#36;&#123;alert(2)&#125;&#96;"
+            "&lt;/script&gt;") in popups[cid]
+
+
+def test_the_api_returns_user_text_unescaped(client):
+    r = client.post("/api/v1/issues", json={"category": "sanitation", "lon": INSIDE[0],
+                                             "lat": INSIDE[1], "title": XSS_TITLE,
+                                             "description": XSS_DESC})
+    got = client.get(r.headers["Location"]).get_json()["properties"]
+    # JSON is data, not HTML: the client escapes when it renders.
+    assert got["title"] == XSS_TITLE and got["description"] == XSS_DESC
+
+
+def test_case_page_shows_history(client):
+    html = client.get("/cases/1").get_data(as_text=True)
+    assert 'id="case-title"' in html and "已上报" in html

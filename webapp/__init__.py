@@ -1,0 +1,55 @@
+"""Hemei Grid web app: the Flask factory.
+
+Thin by design: views parse the request, call :class:`gis.service.Hemei`, render.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from flask import Flask
+
+from gis.service import Hemei
+from gis.settings import read_settings
+
+
+def _secret_key(instance: Path) -> str:
+    # A random key kept in the instance folder, so sessions survive restarts without a
+    # hard-coded default secret.
+    path = instance / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Create the app. ``test_config`` overrides settings by name (``INSTANCE``,
+    ``DATABASE_URL``, ``TILES`` …) and Flask config keys (``TESTING``)."""
+    overrides = {k: v for k, v in (test_config or {}).items() if k.isupper()}
+    settings = read_settings(**overrides)
+    instance = Path(str(settings["INSTANCE"]))
+    instance.mkdir(parents=True, exist_ok=True)
+    app = Flask(__name__, instance_path=str(instance), instance_relative_config=True)
+    app.config.update(
+        SECRET_KEY=settings["SECRET_KEY"] or _secret_key(instance),
+        JSON_AS_ASCII=False,
+        MAX_CONTENT_LENGTH=1 * 1024 * 1024,  # JSON bodies; uploads get their own limit
+        HEMEI=settings,
+    )
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    if test_config:
+        app.config.update({k: v for k, v in test_config.items() if k not in settings})
+
+    hemei = Hemei(settings)
+    hemei.ensure_initialised()
+    app.extensions["hemei"] = hemei
+
+    from webapp import api, errors, pages
+
+    errors.init_app(app)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    return app

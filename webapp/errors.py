@@ -1,0 +1,38 @@
+"""One place that turns errors into responses: JSON under /api/, an HTML page elsewhere."""
+
+from __future__ import annotations
+
+from flask import jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from gis.errors import HemeiError
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def init_app(app) -> None:
+    """Register the handlers on ``app``."""
+
+    @app.errorhandler(HemeiError)
+    def handle_hemei(err: HemeiError):
+        if _wants_json():
+            return jsonify(err.to_dict()), err.status
+        return render_template("error.html", status=err.status, message=err.message), err.status
+
+    @app.errorhandler(HTTPException)
+    def handle_http(err: HTTPException):
+        code = (err.name or "error").lower().replace(" ", "_")
+        if _wants_json():
+            return jsonify({"error": {"code": code, "message": err.description}}), err.code
+        return render_template("error.html", status=err.code, message=err.description), err.code
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(err: Exception):
+        # Never show a traceback; log it for the operator.
+        app.logger.exception("unhandled error on %s", request.path)
+        if _wants_json():
+            return jsonify({"error": {"code": "internal_error",
+                                      "message": "internal error; it has been logged"}}), 500
+        return render_template("error.html", status=500, message="internal error"), 500

@@ -1,0 +1,50 @@
+"""UI language: zh-CN by default, English by a switch (``?lang=en`` sets a cookie)."""
+
+from __future__ import annotations
+
+from flask import current_app, g, request
+
+UI: dict[str, tuple[str, str]] = {
+    "app_name": ("和美网格", "Hemei Grid"),
+    "overview": ("总览", "Overview"),
+    "grid": ("网格", "Grid"),
+    "case": ("案件", "Case"),
+    "cases": ("案件", "Cases"),
+    "open_cases": ("未结案件", "Open cases"),
+    "all_cases": ("全部案件", "All cases"),
+    "compounds": ("小区", "Compounds"),
+    "community": ("社区", "Community"),
+    "households": ("户数", "Households"),
+    "category": ("类别", "Category"),
+    "status": ("状态", "Status"),
+    "reported_at": ("上报时间", "Reported"),
+    "due_at": ("办理时限", "Due"),
+    "title": ("标题", "Title"),
+    "description": ("描述", "Description"),
+    "history": ("办理记录", "History"),
+    "location": ("位置", "Location"),
+    "overdue": ("已超期", "Overdue"),
+    "none": ("无", "None"),
+    "no_cases": ("暂无案件", "No cases"),
+    "error": ("出错了", "Error"),
+    "back": ("返回总览", "Back to overview"),
+    "lang_switch": ("English", "中文"),
+    "grids": ("网格数", "Grids"),
+    "total_open": ("未结案件总数", "Open cases in total"),
+}
+
+
+def get_locale() -> str:
+    """The request's UI language: ``?lang=``, then the ``lang`` cookie, then the default."""
+    if "locale" in g:
+        return g.locale
+    lang = request.args.get("lang") or request.cookies.get("lang") or str(
+        current_app.config["HEMEI"].get("LOCALE") or "zh")
+    g.locale = "en" if lang.startswith("en") else "zh"
+    return g.locale
+
+
+def t(key: str) -> str:
+    """Translate a UI string into the request's language."""
+    zh, en = UI.get(key, (key, key))
+    return en if get_locale() == "en" else zh
