@@ -24,7 +24,10 @@ LABELS: dict[str, tuple[str, str]] = {
     "title": ("标题", "Title"),
     "details": ("详情", "Details"),
     "no_data": ("无数据", "No data"),
-    "fewer_better": ("越少越好", "fewer is better"),
+    "fewer_better": ("越少越好", "lower is better"),
+    "higher_better": ("越高越好", "higher is better"),
+    "heatmap": ("案件热力图", "Case heat map"),
+    "shown": ("显示 {n} / {total} 件（请放大）", "showing {n} of {total} (zoom in)"),
     "choropleth_open": ("网格未结案件数", "Open cases per grid"),
 }
 

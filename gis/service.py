@@ -18,7 +18,7 @@ from gis.cases import NewCase, add_working_time, parse_new_case, utcnow
 from gis.catalogue import get_category, load_catalogue
 from gis.errors import InvalidInput, LayerError, OutsideJurisdiction
 from gis.locate import Locator
-from gis.storage import LEVELS, CaseStore, open_store
+from gis.storage import CaseStore, open_store
 
 # The order a demo case walks through the skeleton's flow to reach its status.
 _PATH = {
@@ -148,6 +148,15 @@ class Hemei:
         """Validate, locate and store a new case. Raises ``InvalidInput`` naming the bad
         field, or ``OutsideJurisdiction`` for a point outside the street."""
         new: NewCase = parse_new_case(payload)
+        datum = payload.get("datum") or "wgs84"
+        if datum not in ("wgs84", "gcj02"):
+            raise InvalidInput(f"datum must be wgs84 or gcj02, got {datum!r}", field="datum")
+        if datum == "gcj02":
+            # A point picked on a GCJ-02 base map (AMap): stored in WGS-84.
+            from gis.gcj02 import gcj02_to_wgs84
+
+            lon, lat = gcj02_to_wgs84(new.lon, new.lat)
+            new.lon, new.lat = round(float(lon), 7), round(float(lat), 7)
         chain = self.locator.locate(new.lon, new.lat)
         if chain is None:
             raise OutsideJurisdiction(
@@ -178,6 +187,17 @@ class Hemei:
     def catalogue(self):
         return load_catalogue()
 
+    def coverage(self, period):
+        """The grid layer with every coverage metric for ``period`` (NaN = no data) and
+        the all-time ``open``/``total`` counts the tooltips show."""
+        from gis.coverage import METRICS, grid_metrics
+
+        grids = self.grid_summary()
+        metrics = grid_metrics(self.store, self.layers["grid"], period)
+        for key in METRICS:
+            grids[key] = grids["code"].map(metrics[key]).astype(float)
+        return grids
+
     def grid_summary(self):
         """The grid layer with per-grid case counts (``open``, ``total``) joined on."""
         grids = self.layers["grid"].copy()
@@ -201,8 +221,6 @@ def _step_times(created, resolved, closed, steps):
             times.append(closed)
         else:
             times.append(created + timedelta(seconds=span * i / (len(steps) + 1)))
-    return times
+    now = utcnow()
+    return [min(t, now) for t in times]
 
-
-def levels() -> tuple[str, ...]:
-    return LEVELS

@@ -46,10 +46,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "TILES",
         "none",
-        "Map tile source: osm, none, or an XYZ URL template such as "
-        "http://tiles.intranet/{z}/{x}/{y}.png.",
+        "Map tile source: none, osm, tianditu-vec, tianditu-img, amap (GCJ-02), or an XYZ "
+        "URL template such as http://tiles.intranet/{z}/{x}/{y}.png (append #gcj02 if that "
+        "server's tiles are GCJ-02).",
     ),
     Setting("TILES_ATTRIBUTION", "", "Attribution shown for a custom XYZ tile source."),
+    Setting("TIANDITU_KEY", "", "Tianditu (天地图) key, needed when TILES is tianditu-vec or "
+            "tianditu-img."),
     Setting("LOCALE", "zh", "Default UI language: zh (简体中文) or en."),
     Setting("SECRET_KEY", None, "Flask secret key. Default: a random key kept in the instance."),
 )

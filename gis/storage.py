@@ -13,7 +13,7 @@ were, and old versions stay for history.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 
 import geopandas as gpd
 import pandas as pd
@@ -308,6 +308,21 @@ class SqlCaseStore(CaseStore):
             total = conn.execute(sa.select(sa.func.count()).select_from(cases)
                                  .where(*conds)).scalar()
         return [self._row_to_case(r) for r in rows], int(total)
+
+    def case_points(self, *, bbox=None, status=None, category=None,
+                    limit: int = 5000) -> tuple[list[list], int]:
+        """Compact rows ``[id, lon, lat, status, category, created epoch s, title]`` for
+        drawing, newest first, and how many match in all."""
+        conds = self._filters(bbox, None, status, category, None)
+        q = (sa.select(cases.c.id, cases.c.lon, cases.c.lat, cases.c.status, cases.c.category,
+                       cases.c.created_at, cases.c.title)
+             .where(*conds).order_by(cases.c.created_at.desc()).limit(limit))
+        with self._read() as conn:
+            rows = conn.execute(q).fetchall()
+            total = conn.execute(sa.select(sa.func.count()).select_from(cases)
+                                 .where(*conds)).scalar()
+        return [[r[0], r[1], r[2], r[3], r[4],
+                 int(r[5].replace(tzinfo=UTC).timestamp()), r[6]] for r in rows], int(total)
 
     def transition(self, case_id: int, to: str, actor: str, note: str = "",
                    expected_version: int | None = None) -> Case:

@@ -50,6 +50,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from webapp import api, errors, pages
 
     errors.init_app(app)
+    pages.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     return app

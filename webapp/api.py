@@ -106,6 +106,45 @@ def list_issues():
                     "limit": limit, "offset": offset})
 
 
+@bp.get("/issues/points")
+def issue_points():
+    """Compact rows for drawing many cases: ``[id, lon, lat, status, category, created
+    (epoch seconds), title]``, newest first, for a bounding box (the map's viewport)."""
+    h = hemei()
+    status = request.args.get("status") or None
+    if status and status != "open" and status not in STATUSES:
+        raise InvalidInput(f"unknown status {status!r}", field="status")
+    category = request.args.get("category") or None
+    if category:
+        get_category(category)
+    limit = _int_arg("limit", 5000, 1, 20_000)
+    rows, total = h.store.case_points(bbox=h.parse_bbox(request.args.get("bbox")),
+                                      status=status, category=category, limit=limit)
+    return jsonify({"fields": ["id", "lon", "lat", "status", "category", "created", "title"],
+                    "rows": rows, "numberMatched": total, "truncated": total > len(rows)})
+
+
+@bp.get("/coverage")
+def coverage():
+    """Per-grid coverage metrics for a period as GeoJSON, with the metric definitions."""
+    from gis.coverage import METRICS, parse_period
+
+    h = hemei()
+    period = parse_period(request.args.get("period"))
+    grids = h.coverage(period)
+    keys = list(METRICS)
+    out = grids[["code", "name", "parent_code", "households", "geometry"] + keys].copy()
+    for k in keys:
+        out[k] = out[k].astype(object).where(out[k].notna(), None)
+    body = feature_collection(out, ["code", "name", "parent_code", "households"] + keys,
+                              precision=6)
+    body["period"] = {"key": period.key, "start": period.start.isoformat() + "Z",
+                      "end": period.end.isoformat() + "Z"}
+    body["metrics"] = [m.to_dict() for m in METRICS.values()]
+    return current_app.response_class(json.dumps(body, ensure_ascii=False, allow_nan=False),
+                                      mimetype="application/geo+json")
+
+
 @bp.get("/issues/<int:case_id>")
 def get_issue(case_id: int):
     """One case with its history."""

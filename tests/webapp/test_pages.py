@@ -44,20 +44,26 @@ def test_overview_has_one_shape_per_grid_with_counts_and_a_legend(client, hemei)
 
 def test_overview_in_english(client):
     html = client.get("/?lang=en").get_data(as_text=True)
-    assert "Open cases per grid" in html and "No data" in html and 'lang="en"' in html
+    assert "Open cases" in html and "No data" in html and 'lang="en"' in html
+    assert "lower is better" in html
     # The choice is remembered in a cookie.
     html2 = client.get("/").get_data(as_text=True)
     assert 'lang="en"' in html2
 
 
 def test_grid_page_lists_its_cases_and_compounds(client, hemei):
-    counts = hemei.grid_summary().sort_values("total", ascending=False)
+    counts = hemei.grid_summary().sort_values("open", ascending=False)
     code = counts.iloc[0]["code"]
     html = client.get(f"/grids/{code}").get_data(as_text=True)
-    cases = client.get(f"/api/v1/issues?grid={code}&limit=1000").get_json()["features"]
-    assert len(cases) == counts.iloc[0]["total"] > 0
+    cases = client.get(f"/api/v1/issues?grid={code}&status=open&limit=1000"
+                       ).get_json()["features"]
+    assert len(cases) == counts.iloc[0]["open"] > 0
     for f in cases:
         assert f'href="/cases/{f["id"]}"' in html
+    closed = client.get(f"/api/v1/issues?grid={code}&status=closed&limit=1"
+                        ).get_json()["features"]
+    if closed:
+        assert f'data-case-id="{closed[0]["id"]}"' not in html
     assert counts.iloc[0]["name"] in html
 
 
@@ -84,10 +90,10 @@ def test_user_text_is_escaped_everywhere(client):
         for js in scripts:
             assert "${alert(2)}" not in js and "${document.cookie}" not in js, url
             assert "`backtick`" not in js, url
-    overview = client.get("/").get_data(as_text=True)
+    grid_page = client.get(f"/grids/{grid}").get_data(as_text=True)
     # The popup text is HTML-escaped and the template-literal characters neutralised.
     popups = {f["id"]: f["properties"]["popup"]
-              for f in _embedded(overview, "popup")["features"]}
+              for f in _embedded(grid_page, "popup")["features"]}
     assert ("&lt;img src=x onerror=alert(1)&gt;&#96;&#36;&#123;alert(2)&#125;&#96;"
             "&lt;/script&gt;") in popups[cid]
 

@@ -1,0 +1,60 @@
+"""A small in-process cache of rendered pages with ETags and gzip.
+
+A rendered overview map depends only on (metric, period, classification, language, tile
+source, data version): the data version changes on every write, so an entry is never
+stale, and an old entry simply stops being asked for. Each worker keeps its own cache;
+nothing is shared, so workers stay stateless.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import threading
+from collections import OrderedDict
+
+from flask import Response, request
+
+
+class PageCache:
+    """LRU of ``key → (etag, raw bytes, gzip bytes)``."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get_or_render(self, key: tuple, render) -> tuple[str, bytes, bytes]:
+        """The cached entry for ``key``, rendering (``render() -> str``) on a miss."""
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key]
+        html = render().encode("utf-8")
+        entry = (hashlib.sha256(html).hexdigest()[:32], html, gzip.compress(html, 6))
+        with self._lock:
+            self.misses += 1
+            self._data[key] = entry
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+        return entry
+
+
+def respond(entry: tuple[str, bytes, bytes], mimetype: str = "text/html") -> Response:
+    """A response for a cached entry: 304 if the client's ETag matches, gzip if accepted."""
+    etag, raw, gz = entry
+    if request.if_none_match.contains(etag):
+        resp = Response(status=304)
+    elif "gzip" in (request.headers.get("Accept-Encoding") or ""):
+        resp = Response(gz, mimetype=mimetype)
+        resp.headers["Content-Encoding"] = "gzip"
+    else:
+        resp = Response(raw, mimetype=mimetype)
+    if mimetype.startswith("text/"):
+        resp.charset = "utf-8"
+    resp.set_etag(etag)
+    resp.headers["Vary"] = "Accept-Encoding, Cookie"
+    resp.headers["Cache-Control"] = "no-cache"  # revalidate with the ETag every time
+    return resp
