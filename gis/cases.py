@@ -14,25 +14,44 @@ from gis.catalogue import Category, get_category
 from gis.errors import Conflict, InvalidInput
 from gis.locate import check_lon_lat
 
-# The minimal flow of the walking skeleton. The full national workflow replaces it.
-STATUSES = ("reported", "accepted", "in_progress", "resolved", "closed", "rejected")
-OPEN_STATUSES = ("reported", "accepted", "in_progress")
+# The national seven stages (GB/T 30428) and the source's own practice: a public report is
+# verified on site or rejected; filed; dispatched to an organisation or person, or claimed
+# from the published needs list by a partner unit; handled; resolved with evidence;
+# checked by the grid worker and closed, or reopened for rework; or closed, not fixed.
+STATUSES = ("reported", "verified", "rejected", "filed", "dispatched", "claimed",
+            "in_progress", "resolved", "closed", "reopened", "closed_not_fixed")
+# Open = still waiting for a fix (resolved cases wait only for the check).
+OPEN_STATUSES = ("reported", "verified", "filed", "dispatched", "claimed", "in_progress",
+                 "reopened")
+FINAL_STATUSES = ("rejected", "closed", "closed_not_fixed")
+_NOT_FIXED_FROM = ("filed", "dispatched", "claimed", "in_progress", "reopened")
 TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "reported": ("accepted", "rejected"),
-    "accepted": ("in_progress", "rejected"),
-    "in_progress": ("resolved",),
-    "resolved": ("closed", "in_progress"),
+    "reported": ("verified", "filed", "rejected"),
+    "verified": ("filed", "rejected"),
+    "filed": ("dispatched", "claimed", "in_progress", "closed_not_fixed"),
+    "dispatched": ("in_progress", "dispatched", "closed_not_fixed"),
+    "claimed": ("in_progress", "closed_not_fixed"),
+    "in_progress": ("resolved", "closed_not_fixed"),
+    "resolved": ("closed", "reopened"),
+    "reopened": ("in_progress", "dispatched", "resolved", "closed_not_fixed"),
     "closed": (),
     "rejected": (),
+    "closed_not_fixed": (),
 }
 STATUS_LABELS = {
     "reported": ("已上报", "Reported"),
-    "accepted": ("已受理", "Accepted"),
+    "verified": ("已核实", "Verified"),
+    "rejected": ("不予立案", "Rejected"),
+    "filed": ("已立案", "Filed"),
+    "dispatched": ("已派遣", "Dispatched"),
+    "claimed": ("已认领", "Claimed"),
     "in_progress": ("处置中", "In progress"),
     "resolved": ("已处置", "Resolved"),
     "closed": ("已结案", "Closed"),
-    "rejected": ("不予受理", "Rejected"),
+    "reopened": ("返工", "Reopened for rework"),
+    "closed_not_fixed": ("结案（未解决）", "Closed, not fixed"),
 }
+NEEDS_KINDS = {"fix_now": ("立行立改", "Fix now"), "long_term": ("长期问题", "Long term")}
 SOURCES = ("patrol", "resident", "hotline", "meeting")
 MAX_DESCRIPTION = 4000
 MAX_TITLE = 200
@@ -69,17 +88,36 @@ def check_transition(current: str, to: object) -> str:
     return to
 
 
-def add_working_time(start: datetime, value: int, unit: str) -> datetime:
-    """``start`` plus a time limit: ``hours``, or ``working_days`` skipping weekends."""
+def add_working_time(start: datetime, value: int, unit: str,
+                     holidays: frozenset = frozenset()) -> datetime:
+    """``start`` plus a time limit: ``hours``, or ``working_days`` skipping weekends and
+    the dates in ``holidays`` (a set of ``datetime.date``)."""
     if unit == "hours":
         return start + timedelta(hours=value)
     day = start
     left = value
     while left > 0:
         day += timedelta(days=1)
-        if day.weekday() < 5:
+        if day.weekday() < 5 and day.date() not in holidays:
             left -= 1
     return day
+
+
+def parse_holidays(text: str | None) -> frozenset:
+    """``2026-10-01,2026-10-02,…`` (the ``HEMEI_HOLIDAYS`` setting) as a set of dates."""
+    from datetime import date
+
+    out = set()
+    for part in (text or "").replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.add(date.fromisoformat(part))
+        except ValueError:
+            raise InvalidInput(f"holiday {part!r} is not a date like 2026-10-01",
+                               field="HEMEI_HOLIDAYS") from None
+    return frozenset(out)
 
 
 def utcnow() -> datetime:
@@ -122,6 +160,16 @@ class Case:
     resolved_at: datetime | None = None
     closed_at: datetime | None = None
     row_version: int = 1
+    assignee_org: int | None = None
+    assignee_user: int | None = None
+    needs_kind: str | None = None
+    published: bool = False
+    rework_count: int = 0
+    extension_count: int = 0
+    tracking_code: str | None = None
+    reporter_name: str | None = None
+    reporter_phone: str | None = None
+    satisfaction: str | None = None
     history: list[dict] = field(default_factory=list)
 
     @property
@@ -134,14 +182,16 @@ class Case:
         return self.is_open and self.due_at is not None and self.due_at < now
 
     def to_dict(self) -> dict:
-        """A JSON-able dict (timestamps as ISO 8601 UTC with a ``Z``)."""
+        """A JSON-able dict (timestamps as ISO 8601 UTC with a ``Z``). Includes the
+        reporter's name and phone: callers decide who may see them."""
         d = asdict(self)
         for k, v in d.items():
             if isinstance(v, datetime):
                 d[k] = v.isoformat(timespec="seconds") + "Z"
         for ev in d["history"]:
-            if isinstance(ev.get("at"), datetime):
-                ev["at"] = ev["at"].isoformat(timespec="seconds") + "Z"
+            for k, v in list(ev.items()):
+                if isinstance(v, datetime):
+                    ev[k] = v.isoformat(timespec="seconds") + "Z"
         d["overdue"] = self.is_overdue()
         return d
 

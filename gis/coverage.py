@@ -13,7 +13,7 @@ range are taken in UTC; a later issue may switch them to Asia/Shanghai (UTC+8) d
 How a case's history is read from its row (``cases`` keeps the latest timestamps only):
 
 - a case is *open* at time T if it was reported before T and either its status is open
-  now (reported/accepted/in_progress) or it left the open statuses at or after T; it
+  now (any of gis.cases.OPEN_STATUSES) or it left the open statuses at or after T; it
   left them when it was (last) resolved, or else closed — ``coalesce(resolved_at,
   closed_at, updated_at)``. A case reopened for rework (返工) therefore counts as open
   from its report until it is resolved for good: its earlier resolution was not one;
@@ -111,9 +111,9 @@ _NO_REJECTED_EN = "Rejected cases are not counted."
 METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric(
         "open", "未结案件", "Open cases",
-        "统计期末仍处于已上报、已受理或处置中状态、且在期末前上报的案件数（期末时点数）。"
+        "统计期末仍未处置（已上报、已核实、已立案、已派遣、已认领、处置中或返工）、且在期末前上报的案件数（期末时点数）。"
         "返工案件自上报起至最终处置前均算未结。" + _NO_REJECTED_ZH,
-        "Cases reported before the period end and still reported, accepted or in progress "
+        "Cases reported before the period end and not yet resolved "
         "at the period end (a snapshot). A case sent back for rework counts as open from "
         "its report until its final resolution. " + _NO_REJECTED_EN,
         "cases", "lower", "count"),

@@ -63,3 +63,24 @@ class LayerError(HemeiError):
 
     status = 400
     code = "layer_error"
+
+
+class Unauthorized(HemeiError):
+    """No valid credentials: log in, or send ``Authorization: Bearer <token>`` (401)."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(HemeiError):
+    """Known user, but this action is outside their role or scope (403, with the reason)."""
+
+    status = 403
+    code = "forbidden"
+
+
+class TooManyRequests(HemeiError):
+    """A public form was used too often from one client (429)."""
+
+    status = 429
+    code = "rate_limited"

@@ -37,8 +37,10 @@ from gis.i18n import label
 PALETTE = ["#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026"]
 NO_DATA = "#d9d9d9"
 STATUS_COLOURS = {
-    "reported": "#e6550d", "accepted": "#fd8d3c", "in_progress": "#3182bd",
-    "resolved": "#31a354", "closed": "#636363", "rejected": "#969696",
+    "reported": "#e6550d", "verified": "#fd8d3c", "filed": "#fdae6b",
+    "dispatched": "#6baed6", "claimed": "#6baed6", "in_progress": "#3182bd",
+    "reopened": "#de2d26", "resolved": "#31a354", "closed": "#636363",
+    "rejected": "#969696", "closed_not_fixed": "#252525",
 }
 LINE = {"street": ("#252525", 3), "community": ("#54278f", 2), "compound": ("#2171b5", 1),
         "grid": ("#555555", 1)}

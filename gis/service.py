@@ -13,20 +13,29 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import sqlalchemy as sa
 
-from gis.cases import NewCase, add_working_time, parse_new_case, utcnow
+from gis.accounts import Accounts
+from gis.cases import (
+    OPEN_STATUSES,
+    NewCase,
+    add_working_time,
+    parse_holidays,
+    parse_new_case,
+    utcnow,
+)
 from gis.catalogue import get_category, load_catalogue
-from gis.errors import InvalidInput, LayerError, OutsideJurisdiction
-from gis.locate import Locator
+from gis.errors import Conflict, InvalidInput, LayerError, OutsideJurisdiction
+from gis.locate import Locator, check_lon_lat
 from gis.storage import CaseStore, open_store
 
 # The order a demo case walks through the skeleton's flow to reach its status.
 _PATH = {
     "reported": [],
-    "accepted": ["accepted"],
-    "in_progress": ["accepted", "in_progress"],
-    "resolved": ["accepted", "in_progress", "resolved"],
-    "closed": ["accepted", "in_progress", "resolved", "closed"],
+    "accepted": ["filed"],
+    "in_progress": ["filed", "dispatched", "in_progress"],
+    "resolved": ["filed", "dispatched", "in_progress", "resolved"],
+    "closed": ["filed", "dispatched", "in_progress", "resolved", "closed"],
     "rejected": ["rejected"],
 }
 
@@ -37,9 +46,21 @@ class Hemei:
     def __init__(self, settings: dict):
         self.settings = settings
         self.store: CaseStore = open_store(str(settings["DATABASE_URL"]))
+        self.accounts = Accounts(self.store)
+        self.holidays = parse_holidays(str(settings.get("HOLIDAYS") or ""))
         self._locator: Locator | None = None
         self._layers_key: object = None
         self._lock = threading.Lock()
+        self._photos = None
+
+    @property
+    def photos(self):
+        """Where photos are kept (``<instance>/photos``), behind the PhotoStore interface."""
+        if self._photos is None:
+            from gis.photos import LocalPhotoStore
+
+            self._photos = LocalPhotoStore(Path(str(self.settings["INSTANCE"])) / "photos")
+        return self._photos
 
     # -- boundaries -------------------------------------------------------------
     def _layers_version_key(self):
@@ -126,27 +147,44 @@ class Hemei:
                 "lon": float(r["lon"]), "lat": float(r["lat"]),
                 "street_code": loc.street_code, "community_code": loc.community_code,
                 "compound_code": loc.compound_code, "grid_code": loc.grid_code,
-                "status": r["status"], "source": r["source"], "created_at": created,
+                "status": steps[-1] if steps else "reported", "source": r["source"],
+                "created_at": created, "published": False, "rework_count": 0,
+                "extension_count": 0,
                 "updated_at": times[-1] if times else created,
-                "due_at": add_working_time(created, cat.limit_value, cat.limit_unit),
+                "due_at": add_working_time(created, cat.limit_value, cat.limit_unit,
+                                           self.holidays),
                 "resolved_at": resolved, "closed_at": closed if r["status"] == "closed" else (
                     times[-1] if r["status"] == "rejected" else None),
+                # The demo's pothole, street-light and parking cases come from the
+                # residents' meetings: the needs list (立行立改 / long term).
+                "needs_kind": ("fix_now" if r["source"] == "meeting" and
+                               cat.code in ("street_light", "parking", "road_damage")
+                               else "long_term" if r["source"] == "meeting" else None),
                 "row_version": 1 + len(steps),
             })
             evs = [{"at": created, "actor": "demo", "from_status": None,
-                    "to_status": "reported", "note": r.get("ref", "")}]
+                    "to_status": "reported", "note": r.get("ref", ""), "kind": "transition"}]
             prev = "reported"
             for st, at in zip(steps, times, strict=True):
                 evs.append({"at": at, "actor": "demo", "from_status": prev, "to_status": st,
-                            "note": ""})
+                            "note": "", "kind": "transition"})
                 prev = st
             events.append(evs)
         return self.store.import_cases(rows, events)
 
     # -- cases ------------------------------------------------------------------
-    def report(self, payload: object, actor: str = "anonymous"):
-        """Validate, locate and store a new case. Raises ``InvalidInput`` naming the bad
-        field, or ``OutsideJurisdiction`` for a point outside the street."""
+    def due(self, start, category: str):
+        """The due time of a case in ``category`` reported at ``start`` (working days skip
+        weekends and the configured holidays)."""
+        cat = get_category(category)
+        return add_working_time(start, cat.limit_value, cat.limit_unit, self.holidays)
+
+    def report(self, payload: object, actor: str = "anonymous", *,
+               photos: list[bytes] | None = None, extra: dict | None = None,
+               compound: str | None = None):
+        """Validate, locate and store a new case (with its photos, all or nothing).
+        Raises ``InvalidInput`` naming the bad field, or ``OutsideJurisdiction`` for a
+        point outside the street (or outside ``compound`` when a report is scoped)."""
         new: NewCase = parse_new_case(payload)
         datum = payload.get("datum") or "wgs84"
         if datum not in ("wgs84", "gcj02"):
@@ -162,9 +200,179 @@ class Hemei:
             raise OutsideJurisdiction(
                 f"the point ({new.lon:.6f}, {new.lat:.6f}) is outside the jurisdiction "
                 "(no grid contains it)", field="lon")
-        cat = get_category(new.category)
-        due = add_working_time(utcnow(), cat.limit_value, cat.limit_unit)
-        return self.store.create_case(new, chain, due, actor=actor)
+        if compound is not None and (chain.get("compound") or {}).get("code") != compound:
+            name = self.locator.name("compound", compound) or compound
+            raise OutsideJurisdiction(f"the point is not inside {name}", field="lon")
+        rows, keys = self._store_photos(photos or [], role="report")
+        try:
+            return self.store.create_case(new, chain, self.due(utcnow(), new.category),
+                                          actor=actor, extra=extra, photo_rows=rows)
+        except Exception:
+            self._forget_photos(keys)
+            raise
+
+    # -- photos -----------------------------------------------------------------
+    def _store_photos(self, blobs: list[bytes], role: str) -> tuple[list[dict], list[str]]:
+        """Validate every photo first (nothing is written if one is bad), then store."""
+        from gis.photos import prepare_photo
+
+        limit = int(float(self.settings.get("MAX_PHOTO_MB") or 10) * 1024 * 1024)
+        prepared = [prepare_photo(b, max_bytes=limit) for b in blobs]
+        rows, keys = [], []
+        try:
+            for info, full, thumb in prepared:
+                key = self.photos.put(info, full, thumb)
+                keys.append(key)
+                rows.append({"key": key, "mime": info.stored_mime, "width": info.width,
+                             "height": info.height, "role": role})
+        except Exception:
+            self._forget_photos(keys)
+            raise
+        return rows, keys
+
+    def _forget_photos(self, keys: list[str]) -> None:
+        # Content-addressed files may be shared with an earlier case: keep those.
+        from gis.storage import photos as photos_table
+
+        for key in keys:
+            with self.store._read() as conn:
+                used = conn.execute(sa.select(sa.func.count()).select_from(photos_table)
+                                    .where(photos_table.c.key == key)).scalar()
+            if not used:
+                self.photos.delete(key)
+
+    # -- workflow ---------------------------------------------------------------
+    def move(self, user, case_id: int, payload: object, photos: list[bytes] | None = None):
+        """Apply a transition for ``user`` (role and scope checked in the transaction).
+        Returns ``(case, warnings)``."""
+        from gis.workflow import authorize_move, parse_move, plan_move
+
+        move = parse_move(payload)
+        case = self.store.get_case(case_id)
+        changes, data, warnings = plan_move(user, case.to_dict() | {"lon": case.lon,
+                                                                   "lat": case.lat}, move)
+        if move.to == "resolved" and not (move.note or photos):
+            raise InvalidInput("resolving needs evidence: an 'after' photo or a note",
+                               field="photos")
+        rows, keys = self._store_photos(photos or [], role="after" if move.to == "resolved"
+                                        else "before")
+        if rows:
+            data["photos"] = [r["key"] for r in rows]
+        try:
+            case = self.store.transition(
+                case_id, move.to, actor=user.display_name, note=move.note,
+                expected_version=move.version, changes=changes, data=data or None,
+                lon=move.lon, lat=move.lat, photo_rows=rows,
+                check=lambda row: authorize_move(user, row, move.to))
+        except Exception:
+            self._forget_photos(keys)
+            raise
+        return case, warnings
+
+    def extend(self, user, case_id: int, payload: object):
+        """Set a new due date with a reason (延期); counted on the case."""
+        from gis.workflow import authorize_move, parse_datetime
+
+        if not isinstance(payload, dict):
+            raise InvalidInput("the body must be a JSON object", field="body")
+        due = parse_datetime(payload.get("due_at"), "due_at")
+        reason = str(payload.get("reason") or "").strip()
+        if not reason:
+            raise InvalidInput("an extension needs a reason", field="reason")
+
+        def check(row):
+            authorize_move(user, row, "reopened")  # same people who check the work
+            if row["status"] not in OPEN_STATUSES:
+                raise Conflict(f"only an open case can be extended; this one is "
+                               f"{row['status']!r}")
+            if row["due_at"] is not None and due <= row["due_at"]:
+                raise InvalidInput("the new due date must be later than the current one "
+                                   f"({row['due_at']:%Y-%m-%d %H:%M})", field="due_at")
+
+        case = self.store.get_case(case_id)
+        return self.store.update_case(
+            case_id, actor=user.display_name, kind="extension", note=reason,
+            changes={"due_at": due, "extension_count": case.extension_count + 1},
+            data={"from": case.due_at.isoformat() if case.due_at else None,
+                  "to": due.isoformat()}, check=check, expected_version=case.row_version)
+
+    def set_needs(self, user, case_id: int, payload: object):
+        """Put a case on the needs list (fix now / long term) and publish it for partner
+        units to claim, or take it off."""
+        from gis.workflow import authorize_move, needs_kind
+
+        if not isinstance(payload, dict):
+            raise InvalidInput("the body must be a JSON object", field="body")
+        kind = needs_kind(payload.get("kind"))
+        publish = bool(payload.get("publish")) and kind is not None
+
+        def check(row):
+            authorize_move(user, row, "dispatched")
+            if publish and row["status"] != "filed":
+                raise Conflict("only a filed case can be published for claiming; this one "
+                               f"is {row['status']!r}")
+
+        return self.store.update_case(
+            case_id, actor=user.display_name, kind="needs",
+            note=str(payload.get("note") or ""),
+            changes={"needs_kind": kind, "published": publish},
+            data={"kind": kind, "published": publish}, check=check)
+
+    def evaluate(self, tracking_code: str, verdict: str, comment: str = ""):
+        """A resident's evaluation of a resolved case. "not satisfied" sends it back for
+        rectification (a rework); the next resolution is the feedback."""
+        if verdict not in ("satisfied", "not_satisfied"):
+            raise InvalidInput("choose satisfied or not satisfied", field="verdict")
+        comment = (comment or "").strip()
+        if len(comment) > 1000:
+            raise InvalidInput("the comment is over 1,000 characters", field="comment")
+        if verdict == "not_satisfied" and not comment:
+            raise InvalidInput("please say what is still wrong", field="comment")
+        case = self.store.find_by_tracking_code(tracking_code)
+        if case.status != "resolved":
+            raise Conflict("a case can be evaluated once it has been resolved")
+        self.store.update_case(case.id, actor="居民", kind="evaluation", note=comment,
+                               changes={"satisfaction": verdict}, data={"verdict": verdict},
+                               expected_version=case.row_version)
+        if verdict == "not_satisfied":
+            case = self.store.get_case(case.id)
+            self.store.transition(case.id, "reopened", actor="居民",
+                                  note=f"居民不满意：{comment}",
+                                  expected_version=case.row_version,
+                                  data={"rectify": True})
+        return self.store.get_case(case.id)
+
+    def needs_summary(self) -> list[dict]:
+        """Per organisation: needs-list cases it holds (claimed or dispatched) and how
+        many of them are finished (resolved or closed)."""
+        from gis.accounts import organisations
+        from gis.storage import cases as t
+
+        done = sa.func.sum(sa.case((t.c.status.in_(("resolved", "closed")), 1), else_=0))
+        q = (sa.select(organisations.c.id, organisations.c.name,
+                       sa.func.count(t.c.id).label("claimed"), done.label("finished"))
+             .select_from(organisations.join(t, t.c.assignee_org == organisations.c.id))
+             .where(t.c.needs_kind.is_not(None))
+             .group_by(organisations.c.id, organisations.c.name)
+             .order_by(organisations.c.name))
+        with self.store._read() as conn:
+            return [{"org_id": r[0], "org": r[1], "claimed": int(r[2]),
+                     "finished": int(r[3] or 0)} for r in conn.execute(q)]
+
+    def check_in(self, user, lon: object, lat: object, accuracy: object = None) -> dict:
+        """A grid worker's patrol check-in at their position (must be in the street)."""
+        x, y = check_lon_lat(lon, lat)
+        chain = self.locator.locate(x, y)
+        if chain is None:
+            raise OutsideJurisdiction("your position is outside the street", field="lon")
+        acc = None
+        if accuracy not in (None, ""):
+            try:
+                acc = float(accuracy)
+            except (TypeError, ValueError):
+                raise InvalidInput("accuracy must be a number of metres",
+                                   field="accuracy") from None
+        return self.accounts.check_in(user, x, y, chain["grid"]["code"], acc)
 
     def parse_bbox(self, text: str | None):
         """Parse ``minLon,minLat,maxLon,maxLat``; ``InvalidInput`` on anything else."""

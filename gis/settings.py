@@ -53,6 +53,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TILES_ATTRIBUTION", "", "Attribution shown for a custom XYZ tile source."),
     Setting("TIANDITU_KEY", "", "Tianditu (天地图) key, needed when TILES is tianditu-vec or "
             "tianditu-img."),
+    Setting("HOLIDAYS", "", "Public holidays skipped when counting working days, as "
+            "comma-separated dates (2026-10-01,2026-10-02,…)."),
+    Setting("MAX_PHOTO_MB", "10", "Largest photo accepted, in MB."),
+    Setting("PUBLIC_URL", "", "The address residents reach the service at, for QR codes "
+            "(e.g. https://grid.example.gov.cn). Default: the address of the request."),
+    Setting("PUBLIC_FORM_LIMIT", "10", "Residents' submissions allowed per device per 10 "
+            "minutes."),
     Setting("LOCALE", "zh", "Default UI language: zh (简体中文) or en."),
     Setting("SECRET_KEY", None, "Flask secret key. Default: a random key kept in the instance."),
 )

@@ -12,6 +12,7 @@ were, and old versions stay for history.
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -79,6 +80,16 @@ cases = sa.Table(
     sa.Column("resolved_at", sa.DateTime),
     sa.Column("closed_at", sa.DateTime),
     sa.Column("row_version", sa.Integer, nullable=False, default=1),
+    sa.Column("assignee_org", sa.Integer),
+    sa.Column("assignee_user", sa.Integer),
+    sa.Column("needs_kind", sa.String(16)),  # fix_now / long_term: on the needs list
+    sa.Column("published", sa.Boolean, nullable=False, default=False),  # claimable
+    sa.Column("rework_count", sa.Integer, nullable=False, default=0),
+    sa.Column("extension_count", sa.Integer, nullable=False, default=0),
+    sa.Column("tracking_code", sa.String(32), unique=True),
+    sa.Column("reporter_name", sa.String(100)),
+    sa.Column("reporter_phone", sa.String(40)),
+    sa.Column("satisfaction", sa.String(16)),  # satisfied / not_satisfied (last say)
     sa.Index("ix_cases_grid_status", "grid_code", "status"),
     sa.Index("ix_cases_lon_lat", "lon", "lat"),
     sa.Index("ix_cases_created", "created_at"),
@@ -93,7 +104,26 @@ case_events = sa.Table(
     sa.Column("from_status", sa.String(32)),
     sa.Column("to_status", sa.String(32), nullable=False),
     sa.Column("note", sa.Text, nullable=False, default=""),
+    # transition, extension, evaluation, feedback, needs, comment
+    sa.Column("kind", sa.String(16), nullable=False, default="transition"),
+    sa.Column("lon", sa.Float),
+    sa.Column("lat", sa.Float),
+    sa.Column("data", sa.Text),  # JSON: photos, distance, repair line, quantities …
     sa.Index("ix_case_events_case", "case_id"),
+)
+
+photos = sa.Table(
+    "photos", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False),
+    sa.Column("event_id", sa.Integer, sa.ForeignKey("case_events.id")),
+    sa.Column("key", sa.String(100), nullable=False),
+    sa.Column("mime", sa.String(32), nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),  # report / before / after
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_photos_case", "case_id"),
 )
 
 LEVELS = ("street", "community", "compound", "grid")
@@ -114,7 +144,10 @@ class CaseStore:
     def get_case(self, case_id: int) -> Case: ...
     def list_cases(self, **filters) -> tuple[list[Case], int]: ...
     def transition(self, case_id: int, to: str, actor: str, note: str = "",
-                   expected_version: int | None = None) -> Case: ...
+                   expected_version: int | None = None, **step) -> Case: ...
+    def update_case(self, case_id: int, *, actor: str, kind: str, **step) -> Case: ...
+    def case_photos(self, case_id: int) -> list[dict]: ...
+    def find_by_tracking_code(self, code: str) -> Case: ...
     def grid_counts(self) -> pd.DataFrame: ...
 
 
@@ -146,6 +179,8 @@ class SqlCaseStore(CaseStore):
 
     def init_schema(self) -> None:
         """Create missing tables and the meta rows (idempotent)."""
+        import gis.accounts  # noqa: F401  (registers its tables on the shared metadata)
+
         metadata.create_all(self.engine)
         with self._write() as conn:
             have = conn.execute(sa.select(meta_table.c.key)).scalars().all()
@@ -232,21 +267,36 @@ class SqlCaseStore(CaseStore):
         return {f"{lvl}_code": (chain.get(lvl) or {}).get("code") for lvl in LEVELS}
 
     def create_case(self, new: NewCase, chain: dict, due_at: datetime | None,
-                    actor: str = "system") -> Case:
-        """Insert a case and its first history event in one transaction."""
+                    actor: str = "system", *, extra: dict | None = None,
+                    photo_rows: list[dict] | None = None) -> Case:
+        """Insert a case, its first history event and its photos in one transaction.
+        ``extra`` holds further column values (tracking code, reporter, needs kind …)."""
         now = new.created_at or utcnow()
         values = {
             "category": new.category, "title": new.title, "description": new.description,
             "lon": new.lon, "lat": new.lat, **self._chain_values(chain),
             "status": "reported", "source": new.source, "created_at": now,
-            "updated_at": now, "due_at": due_at, "row_version": 1,
+            "updated_at": now, "due_at": due_at, "row_version": 1, "published": False,
+            "rework_count": 0, "extension_count": 0, **(extra or {}),
         }
         with self._write() as conn:
             cid = conn.execute(sa.insert(cases).values(**values)).inserted_primary_key[0]
-            conn.execute(sa.insert(case_events).values(
+            eid = conn.execute(sa.insert(case_events).values(
                 case_id=cid, at=now, actor=actor, from_status=None, to_status="reported",
-                note=""))
+                note="", kind="transition", lon=new.lon, lat=new.lat)).inserted_primary_key[0]
+            for p in photo_rows or []:
+                conn.execute(sa.insert(photos).values(case_id=cid, event_id=eid,
+                                                      created_at=now, **p))
             self._bump(conn)
+        return self.get_case(cid)
+
+    def find_by_tracking_code(self, code: str) -> Case:
+        """The case with this resident tracking code; ``NotFound`` otherwise."""
+        with self._read() as conn:
+            cid = conn.execute(sa.select(cases.c.id)
+                               .where(cases.c.tracking_code == code)).scalar()
+        if cid is None:
+            raise NotFound("no case with that tracking code", field="tracking_code")
         return self.get_case(cid)
 
     def import_cases(self, rows: list[dict], events: list[list[dict]]) -> int:
@@ -274,13 +324,25 @@ class SqlCaseStore(CaseStore):
                                .order_by(case_events.c.id)).mappings().all()
         case = self._row_to_case(row)
         case.history = [
-            {"at": e["at"], "actor": e["actor"], "from": e["from_status"],
-             "to": e["to_status"], "note": e["note"]} for e in evs
+            {"id": e["id"], "at": e["at"], "actor": e["actor"], "from": e["from_status"],
+             "to": e["to_status"], "note": e["note"], "kind": e["kind"],
+             "lon": e["lon"], "lat": e["lat"],
+             "data": json.loads(e["data"]) if e["data"] else None} for e in evs
         ]
         return case
 
-    def _filters(self, bbox=None, grid=None, status=None, category=None, compound=None):
+    def _filters(self, bbox=None, grid=None, status=None, category=None, compound=None,
+                 grids=None, org=None, published=None, needs=None):
         conds = []
+        if grids is not None:
+            conds.append(cases.c.grid_code.in_(list(grids)))
+        if org is not None:
+            conds.append(cases.c.assignee_org == org)
+        if published is not None:
+            conds.append(cases.c.published.is_(bool(published)))
+        if needs:
+            conds.append(cases.c.needs_kind.is_not(None) if needs == "any"
+                         else cases.c.needs_kind == needs)
         if bbox is not None:
             minx, miny, maxx, maxy = bbox
             conds += [cases.c.lon >= minx, cases.c.lon <= maxx,
@@ -290,16 +352,19 @@ class SqlCaseStore(CaseStore):
         if compound:
             conds.append(cases.c.compound_code == compound)
         if status:
-            statuses = list(OPEN_STATUSES) if status == "open" else [status]
+            statuses = (list(OPEN_STATUSES) if status == "open"
+                        else status if isinstance(status, list | tuple) else [status])
             conds.append(cases.c.status.in_(statuses))
         if category:
             conds.append(cases.c.category == category)
         return conds
 
     def list_cases(self, *, bbox=None, grid=None, status=None, category=None, compound=None,
+                   grids=None, org=None, published=None, needs=None,
                    limit: int | None = 100, offset: int = 0) -> tuple[list[Case], int]:
         """Cases matching every filter, newest first, and the total count."""
-        conds = self._filters(bbox, grid, status, category, compound)
+        conds = self._filters(bbox, grid, status, category, compound, grids, org, published,
+                              needs)
         q = sa.select(cases).where(*conds).order_by(cases.c.created_at.desc(), cases.c.id.desc())
         if limit is not None:
             q = q.limit(limit).offset(offset)
@@ -325,39 +390,90 @@ class SqlCaseStore(CaseStore):
                  int(r[5].replace(tzinfo=UTC).timestamp()), r[6]] for r in rows], int(total)
 
     def transition(self, case_id: int, to: str, actor: str, note: str = "",
-                   expected_version: int | None = None) -> Case:
+                   expected_version: int | None = None, *, changes: dict | None = None,
+                   data: dict | None = None, lon: float | None = None,
+                   lat: float | None = None, photo_rows: list[dict] | None = None,
+                   check=None) -> Case:
         """Move a case to ``to``; refuse illegal moves (409) and lost updates (409).
 
         The update is conditional on the row version read in the same transaction, so of
-        two people acting at once one wins and the other gets a ``Conflict``.
+        two people acting at once one wins and the other gets a ``Conflict``. ``changes``
+        are further column values (assignee, due date …); ``data`` goes into the history
+        event as JSON; ``photo_rows`` are linked to the event; ``check(row)`` may raise
+        to refuse the move after seeing the current row (inside the transaction).
         """
         now = utcnow()
         with self._write() as conn:
-            row = conn.execute(sa.select(cases.c.status, cases.c.row_version)
-                               .where(cases.c.id == case_id)).first()
+            row = conn.execute(sa.select(cases).where(cases.c.id == case_id)).mappings().first()
             if row is None:
                 raise NotFound(f"no case with id {case_id}", field="id")
-            status, version = row
+            status, version = row["status"], row["row_version"]
             if expected_version is not None and expected_version != version:
                 raise Conflict(f"case {case_id} was changed by someone else "
                                f"(version {version}, you had {expected_version}); reload it",
                                details={"current_version": version})
             check_transition(status, to)
-            values = {"status": to, "updated_at": now, "row_version": version + 1}
+            if check is not None:
+                check(row)
+            values = {"status": to, "updated_at": now, "row_version": version + 1,
+                      **(changes or {})}
             if to == "resolved":
                 values["resolved_at"] = now
-            if to in ("closed", "rejected"):
+            if to in ("closed", "rejected", "closed_not_fixed"):
                 values["closed_at"] = now
+            if to == "reopened":
+                values["rework_count"] = row["rework_count"] + 1
+            res = conn.execute(sa.update(cases).where(cases.c.id == case_id,
+                                                      cases.c.row_version == version)
+                               .values(**values))
+            if res.rowcount != 1:
+                raise Conflict(f"case {case_id} was changed by someone else; reload it")
+            eid = conn.execute(sa.insert(case_events).values(
+                case_id=case_id, at=now, actor=actor, from_status=status, to_status=to,
+                note=note or "", kind="transition", lon=lon, lat=lat,
+                data=json.dumps(data, ensure_ascii=False) if data else None,
+            )).inserted_primary_key[0]
+            for p in photo_rows or []:
+                conn.execute(sa.insert(photos).values(case_id=case_id, event_id=eid,
+                                                      created_at=now, **p))
+            self._bump(conn)
+        return self.get_case(case_id)
+
+    def update_case(self, case_id: int, *, actor: str, kind: str, note: str = "",
+                    changes: dict | None = None, data: dict | None = None,
+                    expected_version: int | None = None, check=None) -> Case:
+        """Change a case without changing its status (extension, needs list, evaluation
+        …), recording a history event of ``kind``; same concurrency rules as
+        :meth:`transition`."""
+        now = utcnow()
+        with self._write() as conn:
+            row = conn.execute(sa.select(cases).where(cases.c.id == case_id)).mappings().first()
+            if row is None:
+                raise NotFound(f"no case with id {case_id}", field="id")
+            version = row["row_version"]
+            if expected_version is not None and expected_version != version:
+                raise Conflict(f"case {case_id} was changed by someone else; reload it")
+            if check is not None:
+                check(row)
+            values = {"updated_at": now, "row_version": version + 1, **(changes or {})}
             res = conn.execute(sa.update(cases).where(cases.c.id == case_id,
                                                       cases.c.row_version == version)
                                .values(**values))
             if res.rowcount != 1:
                 raise Conflict(f"case {case_id} was changed by someone else; reload it")
             conn.execute(sa.insert(case_events).values(
-                case_id=case_id, at=now, actor=actor, from_status=status, to_status=to,
-                note=note or ""))
+                case_id=case_id, at=now, actor=actor, from_status=row["status"],
+                to_status=row["status"], note=note or "", kind=kind,
+                data=json.dumps(data, ensure_ascii=False) if data else None))
             self._bump(conn)
         return self.get_case(case_id)
+
+    def case_photos(self, case_id: int) -> list[dict]:
+        """Photo records of a case (oldest first)."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(photos).where(photos.c.case_id == case_id)
+                                .order_by(photos.c.id)).mappings().all()
+        return [dict(r) for r in rows]
 
     def grid_counts(self) -> pd.DataFrame:
         """Per grid: total cases and open cases (aggregated in the database)."""

@@ -35,7 +35,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(
         SECRET_KEY=settings["SECRET_KEY"] or _secret_key(instance),
         JSON_AS_ASCII=False,
-        MAX_CONTENT_LENGTH=1 * 1024 * 1024,  # JSON bodies; uploads get their own limit
+        # Up to three photos at the photo limit plus the form; each photo is then checked
+        # against the limit itself, with a message that names it.
+        MAX_CONTENT_LENGTH=int((3 * float(settings["MAX_PHOTO_MB"]) + 1) * 1024 * 1024),
         HEMEI=settings,
     )
     app.json.ensure_ascii = False
@@ -47,10 +49,17 @@ def create_app(test_config: dict | None = None) -> Flask:
     hemei.ensure_initialised()
     app.extensions["hemei"] = hemei
 
-    from webapp import api, errors, pages
+    from webapp import admin, api, auth, errors, field, i18n, pages, resident
 
+    i18n.init_app(app)
     errors.init_app(app)
+    auth.init_app(app)
     pages.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    auth.csrf.exempt(api.bp)  # the API takes tokens, never the session cookie, for writes
+    app.register_blueprint(field.bp)
+    resident.init_app(app)
+    app.register_blueprint(resident.bp)
+    app.register_blueprint(admin.bp)
     return app

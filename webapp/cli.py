@@ -95,6 +95,97 @@ def import_shapes(path, level, crs, encoding, fields, source_layer, force) -> No
     click.echo(f"imported {len(gdf)} {level} features from {path}")
 
 
+@main.group()
+def user() -> None:
+    """Manage accounts."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["admin", "planner", "grid_worker", "field_staff"]),
+              required=True)
+@click.option("--grid", "grids", multiple=True, help="A grid code (grid workers; repeat).")
+@click.option("--org", default=None, help="Organisation name (field staff); created if new.")
+@click.option("--area", default=None, help="Street or community code (planners).")
+@click.option("--display-name", default=None)
+@click.option("--password", default=None, help="Prompted for when omitted.")
+@click.option("--no-password", is_flag=True, help="Token-only account (no web login).")
+def user_add(name, role, grids, org, area, display_name, password, no_password) -> None:
+    """Create an account: hemei user add NAME --role R [--grid CODE ...] [--org ORG]."""
+    from gis.errors import NotFound
+
+    try:
+        h = _service()
+        h.ensure_initialised()
+        org_id = None
+        if org:
+            try:
+                org_id = h.accounts.org_by_name(org)["id"]
+            except NotFound:
+                org_id = h.accounts.add_org(org, "partner")
+        if password is None and not no_password:
+            password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+        u = h.accounts.add_user(name, role, password=password, display_name=display_name,
+                                grids=list(grids), org_id=org_id, area_code=area,
+                                known_grids=set(h.layers["grid"]["code"]))
+    except HemeiError as err:
+        _fail(err)
+    click.echo(json.dumps(u.to_dict(), ensure_ascii=False))
+
+
+@user.command("list")
+def user_list() -> None:
+    """List accounts."""
+    h = _service()
+    for u in h.accounts.all():
+        click.echo(f"{u.username}\t{u.role}\t{u.org_name or ''}\t{','.join(u.grids)}")
+
+
+@main.group()
+def token() -> None:
+    """Manage API tokens."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--label", default="", help="What the token is for.")
+def token_create(name, label) -> None:
+    """Create an API token for user NAME (printed once; keep it secret)."""
+    try:
+        h = _service()
+        u = h.accounts.by_username(name)
+        click.echo(h.accounts.create_token(u.id, label))
+    except HemeiError as err:
+        _fail(err)
+
+
+@token.command("revoke")
+@click.argument("token_or_prefix")
+def token_revoke(token_or_prefix) -> None:
+    """Revoke a token (the token itself or its first 10 characters)."""
+    n = _service().accounts.revoke_token(token_or_prefix)
+    click.echo(f"revoked {n} token(s)")
+    if n == 0:
+        sys.exit(1)
+
+
+@main.group()
+def org() -> None:
+    """Manage organisations (property companies, partner units, crews)."""
+
+
+@org.command("add")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["property", "partner", "crew", "office"]),
+              default="partner")
+def org_add(name, kind) -> None:
+    """Add an organisation."""
+    try:
+        click.echo(_service().accounts.add_org(name, kind))
+    except HemeiError as err:
+        _fail(err)
+
+
 @main.command()
 @click.argument("lon")
 @click.argument("lat")

@@ -12,14 +12,20 @@ def _wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
+def error_response(err: HemeiError):
+    """The response for a domain error: its JSON body under /api/, a page elsewhere."""
+    if _wants_json():
+        return jsonify(err.to_dict()), err.status
+    return render_template("error.html", status=err.status, message=err.message,
+                           field=err.field), err.status
+
+
 def init_app(app) -> None:
     """Register the handlers on ``app``."""
 
     @app.errorhandler(HemeiError)
     def handle_hemei(err: HemeiError):
-        if _wants_json():
-            return jsonify(err.to_dict()), err.status
-        return render_template("error.html", status=err.status, message=err.message), err.status
+        return error_response(err)
 
     @app.errorhandler(HTTPException)
     def handle_http(err: HTTPException):

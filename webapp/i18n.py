@@ -1,70 +1,99 @@
-"""UI language: zh-CN by default, English by a switch (``?lang=en`` sets a cookie)."""
+"""UI language through Flask-Babel: zh-CN by default, English by a switch.
+
+``?lang=en`` / ``?lang=zh`` choose the language and set a ``lang`` cookie (see
+``pages.remember_language``); without either, ``HEMEI_LOCALE`` decides (``zh`` by default).
+
+Messages: the source text is **English** (the gettext convention: English msgids in the
+templates and code, ``_("Open cases")``), translated by two catalogs:
+
+    webapp/translations/zh_Hans_CN/LC_MESSAGES/messages.po   简体中文, the default locale
+    webapp/translations/en/LC_MESSAGES/messages.po           English (msgstr = msgid, mostly)
+
+Both catalogs must translate every message (``tests/webapp/test_i18n.py`` checks), and the
+compiled ``.mo`` files are committed next to them so an install needs no build step.
+After changing or adding a ``_()`` / ``ngettext()`` / ``pgettext()`` call, from the repo root:
+
+    .venv/bin/pybabel extract -F babel.cfg --add-comments=Translators: \
+        --project="Hemei Grid" --no-wrap -o webapp/translations/messages.pot .
+    .venv/bin/pybabel update -i webapp/translations/messages.pot -d webapp/translations \
+        --no-fuzzy-matching --ignore-obsolete --no-wrap
+    # fill in the empty msgstr of the new messages in both messages.po files, then
+    .venv/bin/pybabel compile -d webapp/translations --statistics
+
+and commit the .pot, both .po and both .mo files. A new language: ``pybabel init -i
+webapp/translations/messages.pot -d webapp/translations -l <locale>`` and a ``LOCALES`` entry.
+
+Domain words the map builder needs (legend, layer names) live in ``gis/i18n.py``, which
+cannot import Flask; they are not part of these catalogs.
+"""
 
 from __future__ import annotations
 
-from flask import current_app, g, request
+from pathlib import Path
 
-UI: dict[str, tuple[str, str]] = {
-    "app_name": ("和美网格", "Hemei Grid"),
-    "overview": ("总览", "Overview"),
-    "grid": ("网格", "Grid"),
-    "case": ("案件", "Case"),
-    "cases": ("案件", "Cases"),
-    "open_cases": ("未结案件", "Open cases"),
-    "all_cases": ("全部案件", "All cases"),
-    "compounds": ("小区", "Compounds"),
-    "community": ("社区", "Community"),
-    "households": ("户数", "Households"),
-    "category": ("类别", "Category"),
-    "status": ("状态", "Status"),
-    "reported_at": ("上报时间", "Reported"),
-    "due_at": ("办理时限", "Due"),
-    "title": ("标题", "Title"),
-    "description": ("描述", "Description"),
-    "history": ("办理记录", "History"),
-    "location": ("位置", "Location"),
-    "overdue": ("已超期", "Overdue"),
-    "none": ("无", "None"),
-    "no_cases": ("暂无案件", "No cases"),
-    "error": ("出错了", "Error"),
-    "back": ("返回总览", "Back to overview"),
-    "lang_switch": ("English", "中文"),
-    "grids": ("网格数", "Grids"),
-    "metric": ("指标", "Metric"),
-    "period": ("时段", "Period"),
-    "classes": ("分级", "Classes"),
-    "natural_breaks": ("自然断点", "Natural breaks"),
-    "quantiles": ("分位数", "Quantiles"),
-    "7d": ("近7天", "Last 7 days"),
-    "30d": ("近30天", "Last 30 days"),
-    "90d": ("近90天", "Last 90 days"),
-    "365d": ("近一年", "Last year"),
-    "show": ("显示", "Show"),
-    "search": ("搜索网格编码或小区名称", "Search grid code or compound name"),
-    "search_results": ("搜索结果", "Search results"),
-    "no_results": ("没有找到", "Nothing found"),
-    "cases_in_view": ("视图内案件", "Cases in view"),
-    "compound": ("小区", "Compound"),
-    "grids_straddled": ("所在网格", "Grids"),
-    "overdue_by": ("超期", "Overdue by"),
-    "days": ("天", "days"),
-    "due_in": ("剩余", "Due in"),
-    "open_only": ("仅显示未结案件，按超期程度排序", "Open cases only, most overdue first"),
-    "total_open": ("未结案件总数", "Open cases in total"),
-}
+from flask import Flask, current_app, g, has_request_context, request
+from flask_babel import Babel, gettext
+
+TRANSLATIONS = Path(__file__).resolve().parent / "translations"
+
+#: The app's short language codes (``?lang=``, the cookie, ``locale`` in templates and in
+#: ``gis``) and the Babel locale whose catalog each one uses.
+LOCALES: dict[str, str] = {"zh": "zh_Hans_CN", "en": "en"}
+
+
+def _short(lang: str | None) -> str:
+    return "en" if (lang or "").lower().startswith("en") else "zh"
+
+
+def default_locale() -> str:
+    """The configured default language (``HEMEI_LOCALE``), ``zh`` or ``en``."""
+    return _short(str(current_app.config["HEMEI"].get("LOCALE") or "zh"))
 
 
 def get_locale() -> str:
-    """The request's UI language: ``?lang=``, then the ``lang`` cookie, then the default."""
+    """The request's UI language, ``zh`` or ``en``: ``?lang=``, then the ``lang`` cookie,
+    then the default. Outside a request: the default."""
+    if not has_request_context():
+        return default_locale()
     if "locale" in g:
         return g.locale
-    lang = request.args.get("lang") or request.cookies.get("lang") or str(
-        current_app.config["HEMEI"].get("LOCALE") or "zh")
-    g.locale = "en" if lang.startswith("en") else "zh"
+    lang = request.args.get("lang") or request.cookies.get("lang")
+    g.locale = _short(lang) if lang else default_locale()
     return g.locale
 
 
-def t(key: str) -> str:
-    """Translate a UI string into the request's language."""
-    zh, en = UI.get(key, (key, key))
-    return en if get_locale() == "en" else zh
+def babel_locale() -> str:
+    """Flask-Babel's locale selector: the Babel locale of :func:`get_locale`."""
+    return LOCALES[get_locale()]
+
+
+def init_app(app: Flask) -> None:
+    """Set up Flask-Babel on ``app``: ``_``, ``gettext``, ``ngettext``, ``pgettext`` in
+    templates, the catalogs in ``webapp/translations``, Chinese unless configured."""
+    default = _short(str(app.config["HEMEI"].get("LOCALE") or "zh"))
+    app.config.setdefault("BABEL_DEFAULT_LOCALE", LOCALES[default])
+    app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
+    Babel(app, locale_selector=babel_locale)
+
+
+#: Deprecated: the old ``t('key')`` keys and the English message each one became. Only for
+#: templates written against the old dict that have not moved to ``_()`` yet.
+_OLD_KEYS: dict[str, str] = {
+    "app_name": "Hemei Grid", "overview": "Overview", "grid": "Grid",
+    "open_cases": "Open cases", "all_cases": "All cases", "compounds": "Compounds",
+    "community": "Community", "households": "Households", "category": "Category",
+    "status": "Status", "reported_at": "Reported", "due_at": "Due", "title": "Title",
+    "history": "History", "location": "Location", "overdue": "Overdue", "none": "None",
+    "no_cases": "No cases", "error": "Error", "back": "Back to overview", "metric": "Metric",
+    "period": "Period", "classes": "Classes", "show": "Show", "search_results": "Search results",
+    "no_results": "Nothing found", "cases_in_view": "Cases in view",
+    "total_open": "Open cases in total",
+}
+
+
+def t(message: str) -> str:
+    """Deprecated: ``gettext`` under its old name, kept only because ``pages.inject_i18n``
+    still puts ``t`` into the template context. Use ``_('English text')``; an old key
+    (``t('app_name')``) still translates meanwhile, and ``tests/webapp/test_i18n.py``
+    fails on every template that calls ``t(``."""
+    return gettext(_OLD_KEYS.get(message, message))

@@ -43,25 +43,29 @@ def test_case_round_trip_keeps_the_chain_and_history(store):
     got = store.get_case(c.id)
     assert got.grid_code == "451102003001001" and got.compound_code is None
     assert got.description == "顶楼漏水\n第二行"
-    assert got.history == [{"at": got.created_at, "actor": "tester", "from": None,
-                            "to": "reported", "note": ""}]
+    [ev] = got.history
+    assert {k: ev[k] for k in ("at", "actor", "from", "to", "note", "kind")} == {
+        "at": got.created_at, "actor": "tester", "from": None, "to": "reported", "note": "",
+        "kind": "transition"}
 
 
 def test_full_minimal_flow_and_timestamps(store):
     c = store.create_case(new_case(), CHAIN, None)
-    for to in ("accepted", "in_progress", "resolved", "closed"):
+    for to in ("filed", "dispatched", "in_progress", "resolved", "reopened", "in_progress",
+               "resolved", "closed"):
         c = store.transition(c.id, to, actor="worker", note=f"to {to}")
     assert c.status == "closed" and c.resolved_at and c.closed_at
-    assert [h["to"] for h in c.history] == ["reported", "accepted", "in_progress", "resolved",
+    assert [h["to"] for h in c.history] == ["reported", "filed", "dispatched", "in_progress",
+                                            "resolved", "reopened", "in_progress", "resolved",
                                             "closed"]
-    assert c.row_version == 5
+    assert c.row_version == 9 and c.rework_count == 1
 
 
 def test_illegal_transition_is_a_conflict_listing_allowed_and_changes_nothing(store):
     c = store.create_case(new_case(), CHAIN, None)
     with pytest.raises(Conflict) as e:
         store.transition(c.id, "closed", actor="x")
-    assert e.value.details["allowed"] == ["accepted", "rejected"]
+    assert e.value.details["allowed"] == ["verified", "filed", "rejected"]
     assert store.get_case(c.id).status == "reported"
     assert len(store.get_case(c.id).history) == 1
 
@@ -71,12 +75,12 @@ def test_unknown_status_and_case(store):
     with pytest.raises(InvalidInput):
         store.transition(c.id, "teleported", actor="x")
     with pytest.raises(NotFound):
-        store.transition(999, "accepted", actor="x")
+        store.transition(999, "filed", actor="x")
 
 
 def test_stale_version_is_refused(store):
     c = store.create_case(new_case(), CHAIN, None)
-    store.transition(c.id, "accepted", actor="a", expected_version=1)
+    store.transition(c.id, "filed", actor="a", expected_version=1)
     with pytest.raises(Conflict):
         store.transition(c.id, "rejected", actor="b", expected_version=1)
 
@@ -99,7 +103,7 @@ def test_two_concurrent_transitions_one_wins(tmp_path):
         finally:
             st.dispose()
 
-    threads = [threading.Thread(target=act, args=(to,)) for to in ("accepted", "rejected")]
+    threads = [threading.Thread(target=act, args=(to,)) for to in ("filed", "rejected")]
     for t in threads:
         t.start()
     for t in threads:
@@ -113,7 +117,7 @@ def test_data_version_changes_on_every_write(store):
     v0 = store.data_version()
     c = store.create_case(new_case(), CHAIN, None)
     v1 = store.data_version()
-    store.transition(c.id, "accepted", actor="x")
+    store.transition(c.id, "filed", actor="x")
     assert v0 < v1 < store.data_version()
 
 
@@ -162,6 +166,6 @@ def test_due_dates_skip_weekends():
 
 
 def test_check_transition_rules():
-    assert check_transition("reported", "accepted") == "accepted"
+    assert check_transition("reported", "filed") == "filed"
     with pytest.raises(Conflict):
         check_transition("closed", "reported")

@@ -1,0 +1,345 @@
+"""People, organisations, roles, grid assignments and API tokens.
+
+Roles (DOMAIN.md): ``admin``; ``planner`` (reads everything in their area: a street or
+community code); ``grid_worker`` (handles the cases located in their grids);
+``field_staff`` (belongs to an organisation — a property company or a partner unit — and
+handles the cases dispatched to or claimed by it). Residents have no account.
+
+Passwords are hashed with scrypt (stdlib, salted, memory-hard); API tokens are random,
+shown once, and stored only as a SHA-256 digest, so a stolen database yields neither.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from gis.cases import utcnow
+from gis.errors import Conflict, InvalidInput, NotFound
+from gis.storage import metadata
+
+ROLES = ("admin", "planner", "grid_worker", "field_staff")
+ROLE_LABELS = {"admin": ("管理员", "Administrator"), "planner": ("规划/指挥人员", "Planner"),
+               "grid_worker": ("网格员", "Grid worker"),
+               "field_staff": ("处置人员", "Field staff")}
+ORG_KINDS = ("property", "partner", "crew", "office")
+
+organisations = sa.Table(
+    "organisations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("display_name", sa.String(100), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("org_id", sa.Integer, sa.ForeignKey("organisations.id")),
+    sa.Column("area_code", sa.String(32)),  # planners: a street or community code
+    sa.Column("password_hash", sa.String(255)),
+    sa.Column("active", sa.Boolean, nullable=False, default=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+user_grids = sa.Table(
+    "user_grids", metadata,
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), primary_key=True),
+    sa.Column("grid_code", sa.String(32), primary_key=True),
+)
+
+api_tokens = sa.Table(
+    "api_tokens", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(12), nullable=False),
+    sa.Column("label", sa.String(100), nullable=False, default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("revoked_at", sa.DateTime),
+)
+
+checkins = sa.Table(
+    "checkins", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("grid_code", sa.String(32)),
+    sa.Column("lon", sa.Float, nullable=False),
+    sa.Column("lat", sa.Float, nullable=False),
+    sa.Column("accuracy_m", sa.Float),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Index("ix_checkins_grid_at", "grid_code", "at"),
+)
+
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str) -> str:
+    """A salted scrypt hash in the form ``scrypt$n$r$p$salt$digest`` (base64)."""
+    salt = secrets.token_bytes(16)
+    dk = hashlib.scrypt(password.encode("utf-8"), salt=salt, dklen=32, **_SCRYPT)
+    b = base64.b64encode
+    return (f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}$"
+            f"{b(salt).decode()}${b(dk).decode()}")
+
+
+def check_password(stored: str | None, password: str) -> bool:
+    """Whether ``password`` matches the hash (constant-time comparison)."""
+    try:
+        algo, n, r, p, salt, digest = (stored or "").split("$")
+        if algo != "scrypt":
+            return False
+        dk = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt), dklen=32,
+                            n=int(n), r=int(r), p=int(p))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(dk, base64.b64decode(digest))
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class User:
+    """A person with an account, and what they may touch."""
+
+    id: int
+    username: str
+    display_name: str
+    role: str
+    org_id: int | None = None
+    org_name: str | None = None
+    area_code: str | None = None
+    active: bool = True
+    grids: list[str] = field(default_factory=list)
+
+    # Flask-Login's protocol, kept here so the web layer needs no wrapper class.
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    @property
+    def is_anonymous(self) -> bool:
+        return False
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+    def role_label(self, locale: str = "zh") -> str:
+        zh, en = ROLE_LABELS.get(self.role, (self.role, self.role))
+        return en if locale.startswith("en") else zh
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "username": self.username, "display_name": self.display_name,
+                "role": self.role, "org_id": self.org_id, "org_name": self.org_name,
+                "area_code": self.area_code, "grids": self.grids}
+
+
+class Accounts:
+    """Accounts stored next to the cases (same database, same transactions rules)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    # -- organisations --------------------------------------------------------
+    def add_org(self, name: str, kind: str = "partner") -> int:
+        """Create an organisation (a property company, partner unit or crew)."""
+        name = (name or "").strip()
+        if not name:
+            raise InvalidInput("organisation name is required", field="name")
+        if kind not in ORG_KINDS:
+            raise InvalidInput(f"kind must be one of {', '.join(ORG_KINDS)}", field="kind")
+        with self.store._write() as conn:
+            if conn.execute(sa.select(organisations.c.id)
+                            .where(organisations.c.name == name)).first():
+                raise Conflict(f"an organisation named {name!r} exists", field="name")
+            return conn.execute(sa.insert(organisations).values(
+                name=name, kind=kind, created_at=utcnow())).inserted_primary_key[0]
+
+    def orgs(self) -> list[dict]:
+        with self.store._read() as conn:
+            return [dict(r) for r in conn.execute(
+                sa.select(organisations).order_by(organisations.c.name)).mappings()]
+
+    def org_by_name(self, name: str) -> dict:
+        with self.store._read() as conn:
+            row = conn.execute(sa.select(organisations)
+                               .where(organisations.c.name == name)).mappings().first()
+        if row is None:
+            raise NotFound(f"no organisation named {name!r}", field="org")
+        return dict(row)
+
+    def org(self, org_id: int) -> dict:
+        with self.store._read() as conn:
+            row = conn.execute(sa.select(organisations)
+                               .where(organisations.c.id == org_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no organisation with id {org_id}", field="org")
+        return dict(row)
+
+    # -- users ----------------------------------------------------------------
+    def add_user(self, username: str, role: str, *, password: str | None = None,
+                 display_name: str | None = None, grids: list[str] | None = None,
+                 org_id: int | None = None, area_code: str | None = None,
+                 known_grids: set[str] | None = None) -> User:
+        """Create a user. Grid workers need grids, field staff an organisation, planners
+        an area (street or community code)."""
+        username = (username or "").strip()
+        if not username or len(username) > 64:
+            raise InvalidInput("username must be 1–64 characters", field="username")
+        if role not in ROLES:
+            raise InvalidInput(f"role must be one of {', '.join(ROLES)}", field="role")
+        grids = sorted(set(grids or []))
+        if role == "grid_worker" and not grids:
+            raise InvalidInput("a grid worker needs at least one --grid", field="grid")
+        if known_grids is not None:
+            unknown = [g for g in grids if g not in known_grids]
+            if unknown:
+                raise InvalidInput(f"unknown grid code(s): {', '.join(unknown)}", field="grid")
+        if role == "field_staff" and org_id is None:
+            raise InvalidInput("field staff belong to an organisation (--org)", field="org")
+        if password is not None and len(password) < 8:
+            raise InvalidInput("password must be at least 8 characters", field="password")
+        with self.store._write() as conn:
+            if conn.execute(sa.select(users.c.id).where(users.c.username == username)).first():
+                raise Conflict(f"user {username!r} exists", field="username")
+            uid = conn.execute(sa.insert(users).values(
+                username=username, display_name=display_name or username, role=role,
+                org_id=org_id, area_code=area_code,
+                password_hash=hash_password(password) if password else None,
+                active=True, created_at=utcnow())).inserted_primary_key[0]
+            if grids:
+                conn.execute(sa.insert(user_grids),
+                             [{"user_id": uid, "grid_code": g} for g in grids])
+        return self.get(uid)
+
+    def set_grids(self, user_id: int, grids: list[str]) -> User:
+        """Replace a user's grid assignment."""
+        with self.store._write() as conn:
+            conn.execute(sa.delete(user_grids).where(user_grids.c.user_id == user_id))
+            if grids:
+                conn.execute(sa.insert(user_grids),
+                             [{"user_id": user_id, "grid_code": g} for g in sorted(set(grids))])
+        return self.get(user_id)
+
+    def set_org(self, user_id: int, org_id: int | None) -> User:
+        with self.store._write() as conn:
+            conn.execute(sa.update(users).where(users.c.id == user_id).values(org_id=org_id))
+        return self.get(user_id)
+
+    def set_password(self, user_id: int, password: str) -> None:
+        if len(password or "") < 8:
+            raise InvalidInput("password must be at least 8 characters", field="password")
+        with self.store._write() as conn:
+            conn.execute(sa.update(users).where(users.c.id == user_id)
+                         .values(password_hash=hash_password(password)))
+
+    def get(self, user_id: int) -> User:
+        """The user ``user_id`` with their grids and organisation; ``NotFound`` if none."""
+        q = (sa.select(users, organisations.c.name.label("org_name"))
+             .select_from(users.outerjoin(organisations, users.c.org_id == organisations.c.id))
+             .where(users.c.id == user_id))
+        with self.store._read() as conn:
+            row = conn.execute(q).mappings().first()
+            if row is None:
+                raise NotFound(f"no user with id {user_id}", field="user")
+            grids = conn.execute(sa.select(user_grids.c.grid_code)
+                                 .where(user_grids.c.user_id == user_id)
+                                 .order_by(user_grids.c.grid_code)).scalars().all()
+        return User(id=row["id"], username=row["username"], display_name=row["display_name"],
+                    role=row["role"], org_id=row["org_id"], org_name=row["org_name"],
+                    area_code=row["area_code"], active=row["active"], grids=list(grids))
+
+    def by_username(self, username: str) -> User:
+        with self.store._read() as conn:
+            uid = conn.execute(sa.select(users.c.id)
+                               .where(users.c.username == username)).scalar()
+        if uid is None:
+            raise NotFound(f"no user {username!r}", field="username")
+        return self.get(uid)
+
+    def all(self) -> list[User]:
+        with self.store._read() as conn:
+            ids = conn.execute(sa.select(users.c.id).order_by(users.c.username)).scalars().all()
+        return [self.get(i) for i in ids]
+
+    def authenticate(self, username: str, password: str) -> User | None:
+        """The active user whose password matches, else None (same work either way)."""
+        with self.store._read() as conn:
+            row = conn.execute(sa.select(users.c.id, users.c.password_hash, users.c.active)
+                               .where(users.c.username == (username or ""))).first()
+        # Hash even for unknown users so timing does not reveal who exists.
+        ok = check_password(row[1] if row else hash_password("x" * 12), password or "")
+        if row is None or not ok or not row[2]:
+            return None
+        return self.get(row[0])
+
+    # -- tokens ---------------------------------------------------------------
+    def create_token(self, user_id: int, label: str = "") -> str:
+        """A new API token for the user; returned once, stored only as a digest."""
+        token = "hm_" + secrets.token_urlsafe(32)
+        with self.store._write() as conn:
+            conn.execute(sa.insert(api_tokens).values(
+                user_id=user_id, digest=_digest(token), prefix=token[:10], label=label,
+                created_at=utcnow()))
+        return token
+
+    def user_for_token(self, token: str) -> User | None:
+        """The active user owning an unrevoked token, else None."""
+        with self.store._read() as conn:
+            uid = conn.execute(sa.select(api_tokens.c.user_id).where(
+                api_tokens.c.digest == _digest(token or ""),
+                api_tokens.c.revoked_at.is_(None))).scalar()
+        if uid is None:
+            return None
+        user = self.get(uid)
+        return user if user.active else None
+
+    def revoke_token(self, prefix_or_token: str) -> int:
+        """Revoke a token by its value or its 10-character prefix. Returns how many."""
+        cond = (api_tokens.c.digest == _digest(prefix_or_token)
+                if len(prefix_or_token) > 12 else api_tokens.c.prefix == prefix_or_token)
+        with self.store._write() as conn:
+            return conn.execute(sa.update(api_tokens).where(cond, api_tokens.c.revoked_at
+                                                            .is_(None))
+                                .values(revoked_at=utcnow())).rowcount
+
+    def tokens(self, user_id: int) -> list[dict]:
+        with self.store._read() as conn:
+            return [dict(r) for r in conn.execute(
+                sa.select(api_tokens.c.id, api_tokens.c.prefix, api_tokens.c.label,
+                          api_tokens.c.created_at, api_tokens.c.revoked_at)
+                .where(api_tokens.c.user_id == user_id)).mappings()]
+
+    # -- patrol check-ins -----------------------------------------------------
+    def check_in(self, user: User, lon: float, lat: float, grid_code: str | None,
+                 accuracy_m: float | None = None) -> dict:
+        """Record a patrol check-in at the worker's position."""
+        now = utcnow()
+        with self.store._write() as conn:
+            cid = conn.execute(sa.insert(checkins).values(
+                user_id=user.id, grid_code=grid_code, lon=lon, lat=lat,
+                accuracy_m=accuracy_m, at=now)).inserted_primary_key[0]
+            self.store._bump(conn)
+        return {"id": cid, "grid_code": grid_code, "at": now}
+
+    def last_patrolled(self) -> dict[str, object]:
+        """Grid code → time of the latest check-in (aggregated in the database)."""
+        with self.store._read() as conn:
+            rows = conn.execute(sa.select(checkins.c.grid_code, sa.func.max(checkins.c.at))
+                                .where(checkins.c.grid_code.is_not(None))
+                                .group_by(checkins.c.grid_code)).fetchall()
+        return {r[0]: r[1] for r in rows}

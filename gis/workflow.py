@@ -1,0 +1,267 @@
+"""The case workflow: who may move a case where, and what each step needs.
+
+Every write checks role and scope here, before the store's transaction checks the status
+and the row version:
+
+- ``admin`` may do anything;
+- ``grid_worker`` acts on cases located in their grids: verify, file, reject, dispatch,
+  publish on the needs list, handle small things themselves, check (close or reopen),
+  extend, close not fixed;
+- ``field_staff`` act on cases dispatched to or claimed by their organisation (or
+  assigned to them), and may claim a published needs-list case;
+- ``planner`` reads everything in their area and writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from gis.accounts import User
+from gis.cases import NEEDS_KINDS, STATUSES, Case, allowed_transitions
+from gis.errors import Forbidden, InvalidInput
+from gis.locate import check_lon_lat
+
+WORKER_MOVES = {"verified", "filed", "rejected", "dispatched", "in_progress", "resolved",
+                "closed", "reopened", "closed_not_fixed"}
+FIELD_MOVES = {"claimed", "in_progress", "resolved"}
+NEEDS_NOTE = {"rejected", "reopened", "closed_not_fixed"}
+FAR_M = 100.0  # a repair geotagged farther than this from the case is flagged
+
+
+def in_scope(user: User, case: Case | dict) -> bool:
+    """Whether ``user`` may act on ``case`` at all (not which move)."""
+    get = case.get if isinstance(case, dict) else (lambda k: getattr(case, k))
+    if user.role == "admin":
+        return True
+    if user.role == "grid_worker":
+        return get("grid_code") in user.grids
+    if user.role == "field_staff":
+        return ((user.org_id is not None and get("assignee_org") == user.org_id)
+                or get("assignee_user") == user.id)
+    return False
+
+
+def can_read(user: User, case: Case | dict) -> bool:
+    """Whether ``user`` may see the case's staff-only fields (reporter, assignees)."""
+    get = case.get if isinstance(case, dict) else (lambda k: getattr(case, k))
+    if in_scope(user, case):
+        return True
+    if user.role == "planner":
+        return user.area_code in (get("street_code"), get("community_code"))
+    if user.role == "field_staff":
+        return bool(get("published")) and get("status") == "filed"
+    return False
+
+
+def authorize_move(user: User, case: dict, to: str) -> None:
+    """Raise ``Forbidden`` (with the reason) unless ``user`` may move ``case`` to ``to``."""
+    if user.role == "planner":
+        raise Forbidden("planners read cases; they do not change them")
+    if user.role == "admin":
+        return
+    if user.role == "grid_worker":
+        if case["grid_code"] not in user.grids:
+            raise Forbidden(f"case {case['id']} is in grid {case['grid_code']}, not in your "
+                            f"grids ({', '.join(user.grids) or 'none'})")
+        if to not in WORKER_MOVES:
+            raise Forbidden(f"a grid worker cannot move a case to {to!r}")
+        return
+    if user.role == "field_staff":
+        if to == "claimed":
+            if not case["published"]:
+                raise Forbidden(f"case {case['id']} is not on the published needs list")
+            return
+        if not in_scope(user, case):
+            raise Forbidden(f"case {case['id']} is not dispatched to or claimed by your "
+                            "organisation")
+        if to not in FIELD_MOVES:
+            raise Forbidden(f"field staff cannot move a case to {to!r}; the grid worker "
+                            "checks and closes it")
+        return
+    raise Forbidden(f"role {user.role!r} cannot change cases")
+
+
+@dataclass
+class Move:
+    """A parsed transition request."""
+
+    to: str
+    note: str = ""
+    lon: float | None = None
+    lat: float | None = None
+    assignee_org: int | None = None
+    assignee_user: int | None = None
+    due_at: datetime | None = None
+    line: list | None = None
+    quantities: dict | None = None
+    version: int | None = None
+
+
+def _opt_int(payload: dict, name: str) -> int | None:
+    v = payload.get(name)
+    if v in (None, ""):
+        return None
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be an integer id", field=name) from None
+
+
+def parse_datetime(value: object, field: str) -> datetime:
+    """An ISO 8601 date or date-time (``Z`` or offset allowed) as naive UTC."""
+    from datetime import UTC
+
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{field} must be an ISO 8601 date-time", field=field)
+    try:
+        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{field} must be an ISO 8601 date-time, got {value!r}",
+                           field=field) from None
+    return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
+
+
+def parse_move(payload: object) -> Move:
+    """Validate a transition body: ``to``, ``note`` and what the step needs."""
+    if not isinstance(payload, dict):
+        raise InvalidInput("the body must be a JSON object", field="body")
+    to = payload.get("to")
+    if not isinstance(to, str) or to not in STATUSES:
+        raise InvalidInput(f"to must be one of: {', '.join(STATUSES)}", field="to")
+    note = payload.get("note") or ""
+    if not isinstance(note, str) or len(note) > 4000:
+        raise InvalidInput("note must be text of at most 4000 characters", field="note")
+    move = Move(to=to, note=note.strip())
+    if payload.get("lon") not in (None, "") or payload.get("lat") not in (None, ""):
+        move.lon, move.lat = check_lon_lat(payload.get("lon"), payload.get("lat"))
+    move.assignee_org = _opt_int(payload, "assignee_org")
+    move.assignee_user = _opt_int(payload, "assignee_user")
+    move.version = _opt_int(payload, "version")
+    if payload.get("due_at") not in (None, ""):
+        move.due_at = parse_datetime(payload.get("due_at"), "due_at")
+    line = payload.get("line")
+    if line not in (None, "", []):
+        move.line = parse_line(line)
+    q = payload.get("quantities")
+    if q not in (None, "", {}):
+        move.quantities = parse_quantities(q)
+    if to in NEEDS_NOTE and not move.note:
+        raise InvalidInput(f"moving a case to {to!r} needs a note saying why", field="note")
+    if to == "dispatched" and move.assignee_org is None and move.assignee_user is None:
+        raise InvalidInput("dispatching needs assignee_org or assignee_user",
+                           field="assignee_org")
+    return move
+
+
+def parse_line(line: object) -> list[list[float]]:
+    """A repair line: 2–500 ``[lon, lat]`` pairs (or a GeoJSON LineString)."""
+    if isinstance(line, dict) and line.get("type") == "LineString":
+        line = line.get("coordinates")
+    if not isinstance(line, list) or not 2 <= len(line) <= 500:
+        raise InvalidInput("line must be a list of 2 to 500 [lon, lat] points", field="line")
+    out = []
+    for p in line:
+        if not isinstance(p, list | tuple) or len(p) != 2:
+            raise InvalidInput("each point of line must be [lon, lat]", field="line")
+        try:
+            out.append(list(check_lon_lat(p[0], p[1])))
+        except InvalidInput as e:
+            raise InvalidInput(f"line: {e.message}", field="line") from None
+    return out
+
+
+QUANTITIES = {"road_m": "metres of road or footpath", "area_m2": "m² patched",
+              "lamps": "street lights relit", "parking_spaces": "parking spaces marked",
+              "patches": "asphalt patches"}
+
+
+def parse_quantities(q: object) -> dict:
+    """Physical quantities of a repair (non-negative numbers under known names)."""
+    if not isinstance(q, dict):
+        raise InvalidInput("quantities must be an object", field="quantities")
+    out = {}
+    for k, v in q.items():
+        if k not in QUANTITIES:
+            raise InvalidInput(f"unknown quantity {k!r}; known: {', '.join(QUANTITIES)}",
+                               field="quantities")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1e6:
+            raise InvalidInput(f"quantity {k} must be a number from 0 to 1,000,000",
+                               field="quantities")
+        out[k] = v
+    return out
+
+
+def geodesic_m(lon1, lat1, lon2, lat2) -> float:
+    """Distance on the WGS-84 ellipsoid in metres."""
+    from pyproj import Geod
+
+    return float(Geod(ellps="WGS84").inv(lon1, lat1, lon2, lat2)[2])
+
+
+def line_length_m(line: list[list[float]]) -> float:
+    """Geodesic length of a line of [lon, lat] points, in metres."""
+    from pyproj import Geod
+
+    lons, lats = zip(*line, strict=True)
+    return float(Geod(ellps="WGS84").line_length(lons, lats))
+
+
+def plan_move(user: User, case: dict, move: Move) -> tuple[dict, dict, list[str]]:
+    """What a permitted move writes: column changes, event data, and warnings."""
+    changes: dict = {}
+    data: dict = {}
+    warnings: list[str] = []
+    if move.to == "dispatched":
+        changes["assignee_org"] = move.assignee_org
+        changes["assignee_user"] = move.assignee_user
+        data["assignee_org"], data["assignee_user"] = move.assignee_org, move.assignee_user
+    if move.to == "claimed":
+        if user.org_id is None and user.role != "admin":
+            raise Forbidden("you belong to no organisation, so you cannot claim")
+        changes["assignee_org"] = move.assignee_org if user.role == "admin" else user.org_id
+        changes["published"] = False  # off the list of what can still be claimed
+        data["assignee_org"] = changes["assignee_org"]
+    if move.due_at is not None:
+        changes["due_at"] = move.due_at
+    if move.lon is not None:
+        dist = geodesic_m(case["lon"], case["lat"], move.lon, move.lat)
+        data["distance_m"] = round(dist, 1)
+        if move.to in ("resolved", "in_progress") and dist > FAR_M:
+            data["far"] = True
+            warnings.append(f"you are {dist:.0f} m from the case (more than {FAR_M:.0f} m); "
+                            "the distance is recorded")
+    if move.line:
+        data["line"] = move.line
+        data["line_length_m"] = round(line_length_m(move.line), 1)
+    if move.quantities:
+        data["quantities"] = move.quantities
+    if move.to == "resolved" and case.get("satisfaction") == "not_satisfied":
+        data["feedback"] = True  # the rectification fed back to the resident
+    return changes, data, warnings
+
+
+def allowed_for(user: User | None, case: Case) -> list[str]:
+    """The moves ``user`` could make on ``case`` now (for buttons and 409 bodies)."""
+    if user is None:
+        return []
+    out = []
+    row = {k: getattr(case, k) for k in ("id", "grid_code", "assignee_org", "assignee_user",
+                                         "published", "status", "street_code",
+                                         "community_code")}
+    for to in allowed_transitions(case.status):
+        try:
+            authorize_move(user, row, to)
+        except Forbidden:
+            continue
+        out.append(to)
+    return out
+
+
+def needs_kind(value: object) -> str | None:
+    """Validate a needs-list kind (``fix_now``/``long_term``, or None to take it off)."""
+    if value in (None, ""):
+        return None
+    if value not in NEEDS_KINDS:
+        raise InvalidInput(f"kind must be one of: {', '.join(NEEDS_KINDS)}", field="kind")
+    return str(value)
