@@ -46,6 +46,7 @@ HELPER_COLUMNS = ("reported_in_period", "resolved_of_reported", "closed_in_perio
                   "closed_with_due", "closed_on_time")
 
 _UNITS = {
+    "days": ("天", "days"),
     "cases": ("件", "cases"),
     "per_1000_households": ("件/千户", "per 1,000 households"),
     "share": ("%", "%"),
@@ -150,6 +151,12 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
         "Cases open at the period end whose due time is before the period end (a "
         "snapshot). " + _NO_REJECTED_EN,
         "cases", "lower", "count"),
+    Metric(
+        "days_since_patrol", "未巡查天数", "Days since last patrol",
+        "统计期末距该网格最近一次网格员巡查签到的天数；期末前从未签到时无数据。",
+        "Days from the grid's latest patrol check-in before the period end to the period "
+        "end; no data when nobody has checked in there yet.",
+        "days", "lower", "ratio"),
 )}
 
 
@@ -341,6 +348,21 @@ def metrics_query(period: Period, level: str = "grid") -> sa.Select:
     )
 
 
+def _days_since_patrol(store, codes: pd.Series, period: Period, level: str) -> pd.Series:
+    """Days from each grid's latest check-in before the period end to the period end."""
+    from gis.accounts import checkins
+
+    if level != "grid":
+        return pd.Series(float("nan"), index=codes.index)
+    q = (sa.select(checkins.c.grid_code, sa.func.max(checkins.c.at))
+         .where(checkins.c.at < period.end, checkins.c.grid_code.is_not(None))
+         .group_by(checkins.c.grid_code))
+    with store.engine.connect() as conn:
+        last = dict(conn.execute(q).fetchall())
+    ts = pd.to_datetime(codes.map(last))
+    return ((period.end - ts).dt.total_seconds() / 86400).astype(float)
+
+
 def area_metrics(store, areas: gpd.GeoDataFrame, period: Period,
                  level: str = "grid") -> gpd.GeoDataFrame:
     """Every metric of :data:`METRICS` for each area of one boundary level.
@@ -388,6 +410,7 @@ def area_metrics(store, areas: gpd.GeoDataFrame, period: Period,
         "resolution_rate": (out["resolved_of_reported"] / reported.where(reported > 0)),
         "on_time_rate": (out["closed_on_time"] / with_due.where(with_due > 0)),
         "overdue": out["overdue"].astype(float),
+        "days_since_patrol": _days_since_patrol(store, codes, period, level),
     }
     for key in METRICS:
         out[key] = metrics[key].astype(float)

@@ -15,11 +15,16 @@ DESC = "<svg onload=alert('d1')> ${alert('d2')} `x` \\u0061 </script>"
 
 @pytest.fixture(scope="module")
 def hostile_case(live_server):
+    import json
+    from pathlib import Path
+
     base, app = live_server
+    tokens = json.loads((Path(app.instance_path) / "tokens.json").read_text("utf-8"))["tokens"]
     lon, lat = 111.575, 24.395
     r = requests.post(base + "/api/v1/issues", json={
         "category": "sanitation", "lon": lon, "lat": lat, "title": TITLE,
-        "description": DESC}, timeout=10)
+        "description": DESC}, headers={"Authorization": f"Bearer {tokens['admin']}"},
+        timeout=10)
     assert r.status_code == 201
     return r.json()
 
