@@ -31,6 +31,7 @@ from gis.assets import DEFAULT_BASE_URL, localise
 from gis.escape import html_text
 from gis.geojson import feature_collection
 from gis.i18n import label
+from gis.tiles import TileConfig, add_to_map
 
 # ColorBrewer YlOrRd, 5 classes: light = good, dark red = bad (the palette is reversed for
 # metrics where higher is better, so dark red always means "look here").
@@ -45,16 +46,6 @@ STATUS_COLOURS = {
 LINE = {"street": ("#252525", 3), "community": ("#54278f", 2), "compound": ("#2171b5", 1),
         "grid": ("#555555", 1)}
 SCHEMES = ("natural_breaks", "quantiles")
-
-
-@dataclass(frozen=True)
-class TileSource:
-    """A minimal tile configuration (``gis.tiles.TileConfig`` has the same shape)."""
-
-    layers: tuple = ()
-    datum: str = "wgs84"
-    kind: str = "none"
-    external_hosts: tuple = ()
 
 
 @dataclass
@@ -155,7 +146,7 @@ def simplify_for_display(geoms, extent: float, pixels: int = 1600):
     return geoms, decimals
 
 
-def _display(gdf, tiles: TileSource, extent: float | None = None):
+def _display(gdf, tiles: TileConfig, extent: float | None = None):
     """A copy of ``gdf`` ready to draw: simplified (if ``extent``) and shifted to the tile
     datum. Returns (frame, decimals)."""
     out = gdf.copy()
@@ -169,7 +160,7 @@ def _display(gdf, tiles: TileSource, extent: float | None = None):
     return out, decimals
 
 
-def base_map(bounds, tiles: TileSource, *, zoom_control: bool = True) -> folium.Map:
+def base_map(bounds, tiles: TileConfig, *, zoom_control: bool = True) -> folium.Map:
     """An empty map fitted to ``bounds`` (minx, miny, maxx, maxy, WGS-84) with the tile
     source, a scale bar, full screen and 'locate me'."""
     minx, miny, maxx, maxy = bounds
@@ -181,8 +172,6 @@ def base_map(bounds, tiles: TileSource, *, zoom_control: bool = True) -> folium.
     m = folium.Map(location=[(miny + maxy) / 2, (minx + maxx) / 2], zoom_start=14,
                    tiles=None, control_scale=True, zoom_control=zoom_control)
     if tiles.layers:
-        from gis.tiles import add_to_map
-
         add_to_map(tiles, m)
     # Leaflet needs a maxZoom on the map itself when there is no tile layer (marker
     # clusters refuse to start without one).
@@ -194,7 +183,7 @@ def base_map(bounds, tiles: TileSource, *, zoom_control: bool = True) -> folium.
     return m
 
 
-def _outline_layer(m, gdf, level: str, locale: str, tiles: TileSource,
+def _outline_layer(m, gdf, level: str, locale: str, tiles: TileConfig,
                    extent: float | None, show: bool = True):
     colour, weight = LINE[level]
     frame, decimals = _display(gdf, tiles, extent)
@@ -230,7 +219,7 @@ HemeiMap.attach({{ this._parent.get_name() }}, {{ this.cluster.get_name() }},
         self.default_js = [("hemei-map", script_url)]
 
 
-def case_layers(m, *, locale: str, tiles: TileSource, points_url: str, case_url: str,
+def case_layers(m, *, locale: str, tiles: TileConfig, points_url: str, case_url: str,
                 script_url: str, categories: dict, limit: int = 5000, heat: bool = True):
     """Add the clustered case markers (coloured by status) and the heat map, both fed
     from ``points_url`` for the visible area."""
@@ -256,7 +245,7 @@ def case_layers(m, *, locale: str, tiles: TileSource, points_url: str, case_url:
     CaseLoader(cluster, heat_layer, options, script_url).add_to(m)
 
 
-def overview_map(grids, layers: dict, ch: Choropleth, *, tiles: TileSource,
+def overview_map(grids, layers: dict, ch: Choropleth, *, tiles: TileConfig,
                  locale: str = "zh", grid_url: str = "/grids/{code}",
                  case_options: dict | None = None) -> folium.Map:
     """The street overview: grids coloured by ``ch.column`` (classes from ``ch.scheme``,
@@ -298,7 +287,7 @@ def overview_map(grids, layers: dict, ch: Choropleth, *, tiles: TileSource,
     return m
 
 
-def _embedded_cases(m, cases: list[dict], locale: str, case_url: str, tiles: TileSource):
+def _embedded_cases(m, cases: list[dict], locale: str, case_url: str, tiles: TileConfig):
     """A few cases (one grid's) embedded directly, clustered, with escaped popups."""
     if not cases:
         return
@@ -337,7 +326,7 @@ def _embedded_cases(m, cases: list[dict], locale: str, case_url: str, tiles: Til
     cluster.add_to(m)
 
 
-def area_map(area_row, level: str, children, cases: list[dict], *, tiles: TileSource,
+def area_map(area_row, level: str, children, cases: list[dict], *, tiles: TileConfig,
              locale: str = "zh", case_url: str = "/cases/{id}") -> folium.Map:
     """One grid or compound zoomed in: its outline, the features of ``children`` (the
     compounds touching a grid, or the grids a compound straddles) and its cases."""
@@ -362,7 +351,7 @@ def area_map(area_row, level: str, children, cases: list[dict], *, tiles: TileSo
     return m
 
 
-def point_map(lon: float, lat: float, title: str, *, tiles: TileSource) -> folium.Map:
+def point_map(lon: float, lat: float, title: str, *, tiles: TileConfig) -> folium.Map:
     """A small map of one case."""
     m = base_map((lon - 0.002, lat - 0.0015, lon + 0.002, lat + 0.0015), tiles)
     if tiles.datum == "gcj02":
