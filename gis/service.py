@@ -25,7 +25,7 @@ from gis.cases import (
     utcnow,
 )
 from gis.catalogue import get_category, load_catalogue
-from gis.errors import Conflict, InvalidInput, LayerError, OutsideJurisdiction
+from gis.errors import Conflict, Forbidden, InvalidInput, LayerError, OutsideJurisdiction
 from gis.locate import Locator, check_lon_lat
 from gis.storage import CaseStore, open_store
 
@@ -269,6 +269,32 @@ class Hemei:
             raise
         return case, warnings
 
+    def add_comment(self, user, case_id: int, note: str, photos: list[bytes] | None = None,
+                    data: dict | None = None):
+        """Add a note and photos to an open case (a second report of the same problem,
+        instead of a duplicate case)."""
+        if user.role not in ("admin", "grid_worker", "field_staff"):
+            raise Forbidden(f"a {user.role} cannot add to cases")
+        note = (note or "").strip()
+        if len(note) > 4000:
+            raise InvalidInput("note is over 4000 characters", field="note")
+        if not note and not photos:
+            raise InvalidInput("add a note or a photo", field="note")
+
+        def check(row):
+            if row["status"] not in OPEN_STATUSES:
+                raise Conflict("the case is no longer open; report a new one")
+
+        rows, keys = self._store_photos(photos or [], role="report")
+        try:
+            return self.store.update_case(
+                case_id, actor=user.display_name, kind="comment", note=note,
+                data={**(data or {}), **({"photos": keys} if keys else {})} or None,
+                check=check, photo_rows=rows)
+        except Exception:
+            self._forget_photos(keys)
+            raise
+
     def extend(self, user, case_id: int, payload: object):
         """Set a new due date with a reason (延期); counted on the case."""
         from gis.workflow import authorize_move, parse_datetime
@@ -331,15 +357,19 @@ class Hemei:
         case = self.store.find_by_tracking_code(tracking_code)
         if case.status != "resolved":
             raise Conflict("a case can be evaluated once it has been resolved")
-        self.store.update_case(case.id, actor="居民", kind="evaluation", note=comment,
-                               changes={"satisfaction": verdict}, data={"verdict": verdict},
-                               expected_version=case.row_version)
+        evaluation = {"actor": "居民", "kind": "evaluation", "note": comment,
+                      "data": {"verdict": verdict}}
         if verdict == "not_satisfied":
-            case = self.store.get_case(case.id)
             self.store.transition(case.id, "reopened", actor="居民",
                                   note=f"居民不满意：{comment}",
                                   expected_version=case.row_version,
-                                  data={"rectify": True})
+                                  changes={"satisfaction": verdict},
+                                  data={"rectify": True}, pre_events=[evaluation])
+        else:
+            self.store.update_case(case.id, actor="居民", kind="evaluation", note=comment,
+                                   changes={"satisfaction": verdict},
+                                   data={"verdict": verdict},
+                                   expected_version=case.row_version)
         return self.store.get_case(case.id)
 
     def needs_summary(self) -> list[dict]:
@@ -365,6 +395,11 @@ class Hemei:
         chain = self.locator.locate(x, y)
         if chain is None:
             raise OutsideJurisdiction("your position is outside the street", field="lon")
+        if user.role == "grid_worker" and chain["grid"]["code"] not in user.grids:
+            from gis.errors import Forbidden
+
+            raise Forbidden(f"your position is in grid {chain['grid']['code']}, not in your "
+                            f"grids ({', '.join(user.grids) or 'none'})")
         acc = None
         if accuracy not in (None, ""):
             try:

@@ -306,7 +306,11 @@ class SqlCaseStore(CaseStore):
             for row, evs in zip(rows, events, strict=True):
                 cid = conn.execute(sa.insert(cases).values(**row)).inserted_primary_key[0]
                 if evs:
-                    conn.execute(sa.insert(case_events), [{**e, "case_id": cid} for e in evs])
+                    # executemany takes its columns from the first row: give every event
+                    # every key so none is silently dropped.
+                    keys = set().union(*evs)
+                    conn.execute(sa.insert(case_events),
+                                 [{**dict.fromkeys(keys), **e, "case_id": cid} for e in evs])
             self._bump(conn)
         return len(rows)
 
@@ -393,7 +397,7 @@ class SqlCaseStore(CaseStore):
                    expected_version: int | None = None, *, changes: dict | None = None,
                    data: dict | None = None, lon: float | None = None,
                    lat: float | None = None, photo_rows: list[dict] | None = None,
-                   check=None) -> Case:
+                   check=None, pre_events: list[dict] | None = None) -> Case:
         """Move a case to ``to``; refuse illegal moves (409) and lost updates (409).
 
         The update is conditional on the row version read in the same transaction, so of
@@ -428,6 +432,12 @@ class SqlCaseStore(CaseStore):
                                .values(**values))
             if res.rowcount != 1:
                 raise Conflict(f"case {case_id} was changed by someone else; reload it")
+            for pre in pre_events or []:
+                conn.execute(sa.insert(case_events).values(
+                    case_id=case_id, at=now, actor=pre["actor"], from_status=status,
+                    to_status=status, note=pre.get("note") or "", kind=pre["kind"],
+                    data=json.dumps(pre["data"], ensure_ascii=False) if pre.get("data")
+                    else None))
             eid = conn.execute(sa.insert(case_events).values(
                 case_id=case_id, at=now, actor=actor, from_status=status, to_status=to,
                 note=note or "", kind="transition", lon=lon, lat=lat,
@@ -441,7 +451,8 @@ class SqlCaseStore(CaseStore):
 
     def update_case(self, case_id: int, *, actor: str, kind: str, note: str = "",
                     changes: dict | None = None, data: dict | None = None,
-                    expected_version: int | None = None, check=None) -> Case:
+                    expected_version: int | None = None, check=None,
+                    photo_rows: list[dict] | None = None) -> Case:
         """Change a case without changing its status (extension, needs list, evaluation
         …), recording a history event of ``kind``; same concurrency rules as
         :meth:`transition`."""
@@ -461,10 +472,14 @@ class SqlCaseStore(CaseStore):
                                .values(**values))
             if res.rowcount != 1:
                 raise Conflict(f"case {case_id} was changed by someone else; reload it")
-            conn.execute(sa.insert(case_events).values(
+            eid = conn.execute(sa.insert(case_events).values(
                 case_id=case_id, at=now, actor=actor, from_status=row["status"],
                 to_status=row["status"], note=note or "", kind=kind,
-                data=json.dumps(data, ensure_ascii=False) if data else None))
+                data=json.dumps(data, ensure_ascii=False) if data else None,
+            )).inserted_primary_key[0]
+            for p in photo_rows or []:
+                conn.execute(sa.insert(photos).values(case_id=case_id, event_id=eid,
+                                                      created_at=now, **p))
             self._bump(conn)
         return self.get_case(case_id)
 

@@ -54,6 +54,13 @@ def can_read(user: User, case: Case | dict) -> bool:
     return False
 
 
+def can_see_reporter(user: User, case: Case | dict) -> bool:
+    """The resident's name and phone: the administrator and the responsible grid worker."""
+    get = case.get if isinstance(case, dict) else (lambda k: getattr(case, k))
+    return user.role == "admin" or (user.role == "grid_worker"
+                                    and get("grid_code") in user.grids)
+
+
 def authorize_move(user: User, case: dict, to: str) -> None:
     """Raise ``Forbidden`` (with the reason) unless ``user`` may move ``case`` to ``to``."""
     if user.role == "planner":
@@ -217,7 +224,7 @@ def plan_move(user: User, case: dict, move: Move) -> tuple[dict, dict, list[str]
         changes["assignee_user"] = move.assignee_user
         data["assignee_org"], data["assignee_user"] = move.assignee_org, move.assignee_user
     if move.to == "claimed":
-        if user.org_id is None and user.role != "admin":
+        if user.role == "field_staff" and user.org_id is None:
             raise Forbidden("you belong to no organisation, so you cannot claim")
         changes["assignee_org"] = move.assignee_org if user.role == "admin" else user.org_id
         changes["published"] = False  # off the list of what can still be claimed

@@ -6,6 +6,7 @@ Thin by design: views parse the request, call :class:`gis.service.Hemei`, render
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask
@@ -39,6 +40,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         # against the limit itself, with a message that names it.
         MAX_CONTENT_LENGTH=int((3 * float(settings["MAX_PHOTO_MB"]) + 1) * 1024 * 1024),
         HEMEI=settings,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
     )
     app.json.ensure_ascii = False
     app.json.sort_keys = False
@@ -49,7 +53,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     hemei.ensure_initialised()
     app.extensions["hemei"] = hemei
 
-    from webapp import admin, api, auth, errors, field, i18n, pages, resident
+    from webapp import admin, api, auth, errors, field, i18n, open311, pages, resident
 
     i18n.init_app(app)
     errors.init_app(app)
@@ -62,4 +66,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     resident.init_app(app)
     app.register_blueprint(resident.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(open311.bp)
+    auth.csrf.exempt(open311.bp)  # Open311 POSTs carry an api_key, not a session
+    from webapp import ogc
+    app.register_blueprint(ogc.bp)  # OGC API – Features at /ogc/
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
 from gis.accounts import ORG_KINDS, ROLES
-from gis.errors import Conflict, InvalidInput
+from gis.errors import Conflict, InvalidInput, NotFound
 from webapp.auth import web_user
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -13,6 +13,18 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 def hemei():
     return current_app.extensions["hemei"]
+
+
+def _org_id(value: str | None) -> int | None:
+    """The organisation a form names (empty: none); InvalidInput for anything else."""
+    if not value:
+        return None
+    try:
+        org_id = int(value)
+        hemei().accounts.org(org_id)
+    except (ValueError, NotFound):
+        raise InvalidInput(f"no organisation with id {value!r}", field="org_id") from None
+    return org_id
 
 
 def _page(error: str | None = None, status: int = 200):
@@ -48,7 +60,7 @@ def add_user():
     f = request.form
     h = hemei()
     try:
-        org = int(f["org_id"]) if f.get("org_id") else None
+        org = _org_id(f.get("org_id"))
         h.accounts.add_user(f.get("username", ""), f.get("role", ""),
                             password=f.get("password") or None,
                             display_name=f.get("display_name") or None,
@@ -65,11 +77,15 @@ def assign(user_id: int):
     """Set a user's grids and organisation."""
     web_user("admin")
     h = hemei()
+    h.accounts.get(user_id)  # NotFound (404) for an unknown user
     grids = request.form.getlist("grids")
     unknown = set(grids) - set(h.layers["grid"]["code"])
     if unknown:
         return _page(f"unknown grid code(s): {', '.join(sorted(unknown))}", 400)
+    try:
+        org = _org_id(request.form.get("org_id"))
+    except InvalidInput as err:
+        return _page(err.message, err.status)
     h.accounts.set_grids(user_id, grids)
-    org = request.form.get("org_id")
-    h.accounts.set_org(user_id, int(org) if org else None)
+    h.accounts.set_org(user_id, org)
     return redirect(url_for("admin.index"))

@@ -40,14 +40,18 @@ PUBLIC_FIELDS = (
     "community_code", "compound_code", "grid_code", "created_at", "updated_at", "due_at",
     "resolved_at", "closed_at", "overdue", "assignee_org", "needs_kind", "published",
     "rework_count", "extension_count", "satisfaction", "row_version")
-STAFF_FIELDS = ("assignee_user", "reporter_name", "reporter_phone")
+STAFF_FIELDS = ("assignee_user",)
+REPORTER_FIELDS = ("reporter_name", "reporter_phone")
 
 
-def case_feature(case: Case, *, history: bool = False, staff: bool = False) -> dict:
+def case_feature(case: Case, *, history: bool = False, staff: bool = False,
+                 reporter: bool | None = None) -> dict:
     """A case as a GeoJSON Feature. The public sees no reporter details and no staff
     names in the history; ``staff`` adds them for people whose role needs them."""
     d = case.to_dict()
-    props = {k: d[k] for k in PUBLIC_FIELDS + (STAFF_FIELDS if staff else ())}
+    reporter = staff if reporter is None else reporter
+    props = {k: d[k] for k in PUBLIC_FIELDS + (STAFF_FIELDS if staff else ())
+             + (REPORTER_FIELDS if reporter else ())}
     cat = get_category(case.category)
     props["category_name"] = {"zh": cat.zh, "en": cat.en}
     props["status_name"] = {"zh": status_label(case.status, "zh"),
@@ -161,9 +165,12 @@ def get_issue(case_id: int):
     case = hemei().store.get_case(case_id)
     user = reader()
     staff = user is not None and can_read(user, case)
-    resp = jsonify(case_feature(case, history=True, staff=staff)
+    from gis.workflow import can_see_reporter
+
+    rep = user is not None and can_see_reporter(user, case)
+    resp = jsonify(case_feature(case, history=True, staff=staff, reporter=rep)
                    | ({"allowed": allowed_for(user, case)} if user else {}))
-    resp.set_etag(f"{case.id}-{case.row_version}-{int(staff)}")
+    resp.set_etag(f"{case.id}-{case.row_version}-{int(staff)}{int(rep)}")
     return resp.make_conditional(request)
 
 

@@ -122,6 +122,10 @@ def init_app(app) -> None:
         from gis.errors import InvalidInput
         from webapp.errors import error_response
 
+        if not current_user.is_authenticated and request.blueprint in ("admin", "field"):
+            return error_response(Unauthorized(
+                "your session has expired or you are not logged in; log in again"))
+
         return error_response(InvalidInput(
             f"the form's security token is missing or expired ({err.description}); "
             "reload the page and try again", field="csrf_token"))

@@ -1,20 +1,569 @@
-"""Field work from a phone: my cases, report on the spot, act on a case, patrol."""
+"""Field work from a phone (390 × 844, one thumb): my cases, report on the spot, act on a
+case, patrol check-ins, the needs list.
+
+Every page needs a login (``web_user``); every POST is a multipart form carrying the CSRF
+token (``X-CSRFToken`` header for the two ``fetch`` helpers). Views stay thin: they parse
+the form, call :class:`gis.service.Hemei`, and on a domain error re-render the same form
+with the message, what was typed, and the error's 4xx status. Nothing is half-written:
+photos are stored only together with the case or event that uses them.
+
+Routes (all under ``/m``):
+
+``GET /``                        the work list of the signed-in person
+``GET|POST /report``             report a case (GPS marker, category, description, photos)
+``POST /photo-location``         the EXIF GPS position of a photo (JSON)
+``GET /nearby``                  open cases of a category within a radius (JSON)
+``POST /cases/<id>/add``         add a note and photos to an existing case (a comment)
+``GET /cases/<id>``              one case with a form per move the user may make now
+``POST /cases/<id>/move``        make a move (``Hemei.move``)
+``GET /photos/<key>``            a case photo (``?thumb=1``: its thumbnail)
+``GET|POST /patrol``             a grid worker's check-in and "last patrolled" per grid
+``GET /needs``                   the published needs list and what each unit holds
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template
+import json
+import math
+import re
+from datetime import datetime, timedelta
 
+import sqlalchemy as sa
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+
+from gis.cases import Case, status_label, utcnow
+from gis.catalogue import get_category, load_catalogue
+from gis.errors import Conflict, HemeiError, InvalidInput, NotFound
+from gis.locate import check_lon_lat
+from gis.workflow import FAR_M, QUANTITIES, allowed_for, can_read, geodesic_m
 from webapp.auth import web_user
 
 bp = Blueprint("field", __name__, url_prefix="/m")
+
+#: Roles that report cases and add to them (planners read only).
+REPORTERS = ("admin", "grid_worker", "field_staff")
+MAX_PHOTOS = 3
+NEARBY_M = 50.0  # default radius of the duplicate check
+MAX_NEARBY_M = 1000.0
+FIELD_STATUSES = ("dispatched", "claimed", "in_progress", "reopened")
+ADMIN_LIST_LIMIT = 200
+#: Phones show Beijing time; everything is stored as naive UTC.
+BEIJING = timedelta(hours=8)
+_KEY = re.compile(r"[0-9a-f]{64}\.(?:jpg|png)")
+
+#: The button of each move, in the words people use on site.
+MOVE_LABELS = {
+    "verified": "核实属实", "filed": "立案", "rejected": "不予立案", "dispatched": "派遣",
+    "claimed": "认领", "in_progress": "开始处置", "resolved": "处置完成",
+    "closed": "核查通过，结案", "reopened": "退回返工", "closed_not_fixed": "结案（未解决）",
+}
+#: Moves whose form needs more than one tap (they open a small form first).
+DETAILED_MOVES = {"rejected", "dispatched", "resolved", "reopened", "closed_not_fixed"}
+QUANTITY_LABELS = {"road_m": "修复路面（米）", "area_m2": "修补面积（平方米）",
+                   "lamps": "修复路灯（盏）", "parking_spaces": "施划车位（个）",
+                   "patches": "修补坑槽（处）"}
+EVENT_KINDS = {"comment": "补充情况", "extension": "延期", "needs": "需求清单",
+               "evaluation": "居民评价", "feedback": "反馈"}
+
+#: A short Chinese lead for the (English) messages of gis errors, by code, then by field.
+ERROR_HINTS = {"outside_jurisdiction": "位置不在本街道辖区内", "forbidden": "您没有权限这样做",
+               "conflict": "案件状态已变化，请刷新后再试", "photo_too_large": "照片太大",
+               "not_found": "找不到该案件"}
+FIELD_HINTS = {"photo": "照片无法使用", "photos": "照片无法使用", "category": "请选择问题类别",
+               "description": "请填写问题描述", "lon": "位置有误", "lat": "位置有误",
+               "note": "请填写说明", "line": "维修线有误", "quantities": "工程量有误",
+               "assignee_org": "请选择处置单位", "accuracy": "定位精度有误", "to": "操作有误"}
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+assert set(QUANTITY_LABELS) == set(QUANTITIES)
 
 
 def hemei():
     return current_app.extensions["hemei"]
 
 
+# -- helpers ---------------------------------------------------------------------------
+
+def when(dt: datetime | None, fmt: str = "%m-%d %H:%M") -> str:
+    """A stored (naive UTC) time in Beijing time, short."""
+    return (dt + BEIJING).strftime(fmt) if dt else "—"
+
+
+def map_config(**extra) -> dict:
+    """What field.js needs to draw a map: tiles (only a WGS-84 source: a GCJ-02 one would
+    need every overlay shifted, so it falls back to the plain background), the grid
+    outlines' URL, and the street's bounds."""
+    tiles = current_app.extensions.get("hemei_tiles")
+    layers = []
+    if tiles is not None and tiles.kind != "none" and tiles.datum == "wgs84":
+        layers = [{"url": t.url, "attr": t.attr, "subdomains": t.subdomains or "abc",
+                   "maxZoom": t.max_zoom} for t in tiles.layers]
+    street = hemei().layers.get("street")
+    minx, miny, maxx, maxy = (street if street is not None else hemei().layers["grid"]
+                              ).total_bounds
+    return {"tiles": layers, "gridUrl": url_for("api.get_layer", layer="grid"),
+            "bounds": [[float(miny), float(minx)], [float(maxy), float(maxx)]], **extra}
+
+
+def message(err: HemeiError) -> dict[str, str]:
+    """``{field: text}`` for a form: the message, led by a Chinese hint unless it is
+    Chinese already."""
+    hint = ERROR_HINTS.get(err.code) or FIELD_HINTS.get(err.field or "")
+    text = err.message if (hint is None or _CJK.search(err.message)) else (
+        f"{hint}（{err.message}）")
+    return {err.field or "form": text}
+
+
+def _photos_from_request(name: str = "photos") -> list[bytes]:
+    blobs = [f.read() for f in request.files.getlist(name) if f.filename]
+    if len(blobs) > MAX_PHOTOS:
+        raise InvalidInput(f"最多 {MAX_PHOTOS} 张照片 (at most {MAX_PHOTOS} photos)",
+                           field="photos")
+    return blobs
+
+
+def _row(c: Case, now: datetime) -> dict:
+    """A case as a line of a work list."""
+    h = hemei()
+    overdue = c.is_overdue(now)
+    return {"id": c.id, "title": c.title, "status": c.status,
+            "status_label": status_label(c.status), "category": get_category(c.category).zh,
+            "due_at": c.due_at, "overdue": overdue,
+            "overdue_days": math.ceil((now - c.due_at).total_seconds() / 86400)
+            if overdue else 0,
+            "grid": h.locator.name("grid", c.grid_code) or c.grid_code or "",
+            "compound": h.locator.name("compound", c.compound_code) or "",
+            "needs_kind": c.needs_kind}
+
+
+def _by_urgency(cases: list[Case]) -> list[Case]:
+    """Most overdue first (earliest due), then those due soonest; no due date last."""
+    return sorted(cases, key=lambda c: (c.due_at is None, c.due_at or datetime.max, c.id))
+
+
+# -- home ------------------------------------------------------------------------------
+
 @bp.get("/")
 def home():
-    """The signed-in person's work list."""
+    """The signed-in person's work list, most urgent first."""
     user = web_user()
-    return render_template("field/home.html", user=user)
+    h = hemei()
+    now = utcnow()
+    sections: list[dict] = []
+    store = h.store
+    if user.role == "grid_worker":
+        opened, _ = store.list_cases(grids=user.grids, status="open", limit=None)
+        resolved, _ = store.list_cases(grids=user.grids, status="resolved", limit=None)
+        sections.append({"id": "open-cases", "title": "我的网格 · 待办案件",
+                         "rows": [_row(c, now) for c in _by_urgency(opened)],
+                         "empty": "没有未结案件"})
+        sections.append({"id": "to-check", "title": "已处置 · 待我核查",
+                         "rows": [_row(c, now) for c in _by_urgency(resolved)],
+                         "empty": "没有待核查的案件"})
+    elif user.role == "field_staff":
+        mine = []
+        if user.org_id is not None:
+            mine, _ = store.list_cases(org=user.org_id, status=list(FIELD_STATUSES), limit=None)
+        claimable, _ = store.list_cases(needs="any", published=True, status="filed",
+                                        limit=None)
+        sections.append({"id": "org-cases", "title": f"{user.org_name or '本单位'} · 待处置",
+                         "rows": [_row(c, now) for c in _by_urgency(mine)],
+                         "empty": "没有派给本单位的案件"})
+        sections.append({"id": "claimable", "title": "需求清单 · 可认领",
+                         "rows": [_row(c, now) for c in _by_urgency(claimable)],
+                         "empty": "暂无可认领的项目"})
+    else:
+        opened, _ = store.list_cases(status="open", limit=None)
+        if user.role == "planner":
+            opened = [c for c in opened
+                      if user.area_code in (c.street_code, c.community_code)]
+        opened = _by_urgency(opened)
+        sections.append({"id": "open-cases", "title": f"全部未结案件（{len(opened)}）",
+                         "rows": [_row(c, now) for c in opened[:ADMIN_LIST_LIMIT]],
+                         "more": max(len(opened) - ADMIN_LIST_LIMIT, 0),
+                         "empty": "没有未结案件"})
+    return render_template("field/home.html", user=user, sections=sections, when=when,
+                           can_report=user.role in REPORTERS)
+
+
+# -- report ----------------------------------------------------------------------------
+
+def _nearby(lon: float, lat: float, category: str, radius: float) -> list[tuple[Case, float]]:
+    """Open cases of ``category`` within ``radius`` metres of the point, nearest first."""
+    dlat = radius / 111_000 * 1.5 + 1e-6
+    dlon = radius / (111_000 * max(math.cos(math.radians(lat)), 0.01)) * 1.5 + 1e-6
+    bbox = (max(lon - dlon, -180), max(lat - dlat, -90), min(lon + dlon, 180),
+            min(lat + dlat, 90))
+    candidates, _ = hemei().store.list_cases(bbox=bbox, status="open", category=category,
+                                             limit=None)
+    out = [(c, geodesic_m(lon, lat, c.lon, c.lat)) for c in candidates]
+    return sorted([(c, d) for c, d in out if d <= radius], key=lambda p: p[1])
+
+
+def _render_report(errors: dict | None = None, status: int = 200, duplicates=None):
+    return render_template(
+        "field/report.html", categories=load_catalogue().values(), errors=errors or {},
+        form=request.form, duplicates=duplicates or [], radius=NEARBY_M,
+        max_photos=MAX_PHOTOS,
+        map_cfg=map_config(nearbyUrl=url_for("field.nearby"),
+                           photoUrl=url_for("field.photo_location"),
+                           addUrl=url_for("field.add_to_case", case_id=0)
+                           .replace("/0/", "/{id}/"),
+                           caseUrl=url_for("field.case", case_id=0).replace("/0", "/{id}"),
+                           radius=NEARBY_M)), status
+
+
+@bp.route("/report", methods=["GET", "POST"])
+def report():
+    """Report a case on the spot. Before saving, open cases of the same category within
+    50 m are offered to add to instead (field.js asks /m/nearby first; without script the
+    server shows them and asks again)."""
+    user = web_user(*REPORTERS)
+    if request.method == "GET":
+        return _render_report()
+    form = request.form
+    h = hemei()
+    try:
+        photos = _photos_from_request()
+        payload = {"category": form.get("category"), "description": form.get("description"),
+                   "lon": form.get("lon"), "lat": form.get("lat"), "source": "patrol"}
+        if not payload["lon"] and not payload["lat"]:
+            raise InvalidInput("还没有位置：请定位或在地图上点选 (no location yet)",
+                               field="lon")
+        if form.get("confirm_new") != "1":
+            lon, lat = check_lon_lat(payload["lon"], payload["lat"])
+            get_category(payload["category"])
+            dups = _nearby(lon, lat, str(payload["category"]), NEARBY_M)
+            if dups:
+                return _render_report(duplicates=[_dup(c, d) for c, d in dups])
+        case = h.report(payload, actor=user.display_name, photos=photos)
+    except HemeiError as err:
+        return _render_report(message(err), err.status)
+    flash(f"已上报，案件编号 #{case.id}（reported）", "field-ok")
+    return redirect(url_for("field.case", case_id=case.id))
+
+
+def _dup(c: Case, dist: float) -> dict:
+    return {"id": c.id, "title": c.title, "status": c.status,
+            "status_label": status_label(c.status), "distance_m": round(dist, 1),
+            "created_at": c.created_at.isoformat(timespec="seconds") + "Z",
+            "created": when(c.created_at), "url": url_for("field.case", case_id=c.id),
+            "add_url": url_for("field.add_to_case", case_id=c.id)}
+
+
+def _json_error(err: HemeiError):
+    return jsonify(err.to_dict()), err.status
+
+
+@bp.get("/nearby")
+def nearby():
+    """Open cases of ``category`` within ``radius`` metres (default 50) of lon/lat, nearest
+    first, as JSON: the duplicate check before a report is saved."""
+    web_user(*REPORTERS)
+    try:
+        lon, lat = check_lon_lat(request.args.get("lon"), request.args.get("lat"))
+        category = get_category(request.args.get("category")).code
+        raw = request.args.get("radius") or NEARBY_M
+        try:
+            radius = float(raw)
+        except (TypeError, ValueError):
+            radius = float("nan")
+        if not 0 < radius <= MAX_NEARBY_M:
+            raise InvalidInput(f"radius must be a number of metres from 1 to "
+                               f"{MAX_NEARBY_M:.0f}", field="radius")
+    except HemeiError as err:
+        return _json_error(err)
+    rows = [_dup(c, d) for c, d in _nearby(lon, lat, category, radius)]
+    return jsonify({"radius": radius, "category": category, "cases": rows})
+
+
+@bp.post("/photo-location")
+def photo_location():
+    """Where a photo was taken, from its EXIF GPS (JSON): ``{"lon", "lat", "inside"}``,
+    ``{"lon": null, …}`` when it carries none, or an error body (400/413) for a file
+    that is not a photo we accept. Nothing is stored."""
+    web_user()
+    from gis.photos import validate_photo
+
+    f = request.files.get("photo")
+    try:
+        if f is None or not f.filename:
+            raise InvalidInput("send one photo in the field 'photo'", field="photo")
+        limit = int(float(hemei().settings.get("MAX_PHOTO_MB") or 10) * 1024 * 1024)
+        info = validate_photo(f.read(), max_bytes=limit)
+    except HemeiError as err:
+        return _json_error(err)
+    if info.gps is None:
+        return jsonify({"lon": None, "lat": None, "inside": False,
+                        "message": "照片没有位置信息 (no GPS in this photo)"})
+    lon, lat = round(info.gps[0], 7), round(info.gps[1], 7)
+    chain = hemei().locator.locate(lon, lat)
+    return jsonify({"lon": lon, "lat": lat, "inside": chain is not None,
+                    "taken_at": info.taken_at.isoformat() if info.taken_at else None,
+                    "grid": (chain or {}).get("grid")})
+
+
+@bp.post("/cases/<int:case_id>/add")
+def add_to_case(case_id: int):
+    """Add what was about to be reported (the description as a note, and the photos) to
+    an open case instead of making a duplicate: a history event of kind "comment"."""
+    user = web_user(*REPORTERS)
+    form = request.form
+    try:
+        photos = _photos_from_request()
+        note = (form.get("description") or form.get("note") or "").strip()
+        if len(note) > 4000:
+            raise InvalidInput("补充说明最多 4000 字 (at most 4000 characters)",
+                               field="description")
+        if not note and not photos:
+            raise InvalidInput("请写一句补充说明或附上照片 (add a note or a photo)",
+                               field="description")
+        data: dict = {}
+        if form.get("lon") or form.get("lat"):
+            lon, lat = check_lon_lat(form.get("lon"), form.get("lat"))
+            case = hemei().store.get_case(case_id)
+            data.update(lon=lon, lat=lat,
+                        distance_m=round(geodesic_m(case.lon, case.lat, lon, lat), 1))
+        case = hemei().add_comment(user, case_id, note, photos, data)
+    except NotFound:
+        raise
+    except HemeiError as err:
+        return _render_report(message(err), err.status)
+    flash(f"已补充到案件 #{case.id}，没有新建案件 (added to the existing case)", "field-ok")
+    return redirect(url_for("field.case", case_id=case.id))
+
+
+# -- a case ----------------------------------------------------------------------------
+
+def _case_photos(case: Case) -> list[dict]:
+    """The case's photos: those stored with the report and the moves, then those added in
+    comments (keys in the event data)."""
+    out, seen = [], set()
+    for p in hemei().store.case_photos(case.id):
+        if p["key"] not in seen:
+            seen.add(p["key"])
+            out.append({"key": p["key"], "role": p["role"]})
+    for ev in case.history:
+        for key in (ev.get("data") or {}).get("photos") or []:
+            if isinstance(key, str) and key not in seen:
+                seen.add(key)
+                out.append({"key": key, "role": "comment" if ev["kind"] == "comment"
+                            else "after"})
+    return out
+
+
+def _history(case: Case, staff: bool) -> list[dict]:
+    out = []
+    for ev in case.history:
+        data = ev.get("data") or {}
+        if ev["kind"] == "transition":
+            what = (f"{status_label(ev['from'])} → {status_label(ev['to'])}" if ev["from"]
+                    else status_label(ev["to"]))
+        else:
+            what = EVENT_KINDS.get(ev["kind"], ev["kind"])
+        extra = []
+        if data.get("distance_m") is not None:
+            extra.append(f"距案件 {data['distance_m']:.0f} 米" + ("（偏远）" if data.get("far")
+                                                                 else ""))
+        if data.get("line_length_m") is not None:
+            extra.append(f"维修线 {data['line_length_m']:.1f} 米")
+        for k, v in (data.get("quantities") or {}).items():
+            extra.append(f"{QUANTITY_LABELS.get(k, k)} {v:g}")
+        if data.get("photos"):
+            extra.append(f"照片 {len(data['photos'])} 张")
+        out.append({"at": ev["at"], "what": what, "note": ev["note"], "extra": extra,
+                    "actor": ev["actor"] if staff else None, "kind": ev["kind"],
+                    "far": bool(data.get("far"))})
+    return out
+
+
+def _render_case(case: Case, user, *, error: dict | None = None, status: int = 200,
+                 active: str | None = None):
+    h = hemei()
+    staff = can_read(user, case)
+    moves = allowed_for(user, case)
+    lines = [ev["data"]["line"] for ev in case.history
+             if (ev.get("data") or {}).get("line")]
+    org = None
+    if case.assignee_org is not None:
+        try:
+            org = h.accounts.org(case.assignee_org)["name"]
+        except NotFound:
+            org = None
+    return render_template(
+        "field/case.html", case=case, user=user, staff=staff, moves=moves,
+        # The resident was promised: name and phone only for the responsible grid worker.
+        show_reporter=user.role == "admin" or (user.role == "grid_worker"
+                                               and case.grid_code in user.grids),
+        move_labels=MOVE_LABELS, detailed=DETAILED_MOVES, quantities=QUANTITY_LABELS,
+        orgs=h.accounts.orgs() if "dispatched" in moves else [],
+        photos=_case_photos(case) if staff else [], history=_history(case, staff),
+        category=get_category(case.category), status=status_label(case.status),
+        grid_name=h.locator.name("grid", case.grid_code) or case.grid_code,
+        compound_name=h.locator.name("compound", case.compound_code), org=org,
+        overdue=case.is_overdue(), when=when, far_m=FAR_M, error=error or {},
+        active=active, form=request.form if active else {},
+        map_cfg=map_config(case=[case.lat, case.lon], lines=lines, farM=FAR_M),
+    ), status
+
+
+@bp.get("/cases/<int:case_id>")
+def case(case_id: int):
+    """One case: what, where, photos, history, and a form per move the user may make."""
+    user = web_user()
+    return _render_case(hemei().store.get_case(case_id), user)
+
+
+def _number(raw: str, name: str) -> float | int:
+    try:
+        v = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{QUANTITY_LABELS[name]} 应是数字 (must be a number)",
+                           field="quantities") from None
+    return int(v) if v.is_integer() else v
+
+
+def _move_payload(form) -> dict:
+    """The form of a move as the body ``Hemei.move`` takes."""
+    payload: dict = {"to": form.get("to") or "", "note": form.get("note") or "",
+                     "version": form.get("version") or None}
+    if form.get("lon") or form.get("lat"):
+        payload["lon"], payload["lat"] = form.get("lon"), form.get("lat")
+    if form.get("assignee_org"):
+        payload["assignee_org"] = form.get("assignee_org")
+    if form.get("line"):
+        try:
+            payload["line"] = json.loads(form["line"])
+        except ValueError:
+            raise InvalidInput("维修线数据有误 (the repair line is not valid)",
+                               field="line") from None
+    q = {k: _number(form[f"q_{k}"].strip(), k) for k in QUANTITIES
+         if (form.get(f"q_{k}") or "").strip()}
+    if q:
+        payload["quantities"] = q
+    return payload
+
+
+@bp.post("/cases/<int:case_id>/move")
+def move(case_id: int):
+    """Make a move on the case; warnings (far from the case …) come back as a flash."""
+    user = web_user()
+    h = hemei()
+    current = h.store.get_case(case_id)
+    to = request.form.get("to") or ""
+    try:
+        payload = _move_payload(request.form)
+        case, warnings = h.move(user, case_id, payload, _photos_from_request())
+    except HemeiError as err:
+        if isinstance(err, Conflict):
+            current = h.store.get_case(case_id)
+        return _render_case(current, user, error=message(err),
+                            status=err.status, active=to)
+    flash(f"{MOVE_LABELS.get(to, to)}：案件现为「{status_label(case.status)}」", "field-ok")
+    for w in warnings:
+        flash(_warning_zh(w), "field-warn")
+    return redirect(url_for("field.case", case_id=case.id))
+
+
+def _warning_zh(text: str) -> str:
+    m = re.match(r"you are (\d+) m from the case", text)
+    if m:
+        return (f"您距离案件位置约 {m.group(1)} 米（超过 {FAR_M:.0f} 米），已记录该距离。"
+                f"（{text}）")
+    return text
+
+
+# -- photos ----------------------------------------------------------------------------
+
+def _cases_with_photo(key: str) -> list[int]:
+    """Ids of the cases that hold photo ``key`` (stored rows or comment events)."""
+    from gis.storage import photos as photos_table
+
+    h = hemei()
+    with h.store._read() as conn:
+        ids = set(conn.execute(sa.select(photos_table.c.case_id)
+                               .where(photos_table.c.key == key)).scalars())
+    return sorted(ids)
+
+
+@bp.get("/photos/<key>")
+def photo(key: str):
+    """A case photo (``?thumb=1``: its 320 px thumbnail) for staff who may read one of
+    the cases holding it; 404 otherwise (an unknown key and a forbidden one look alike)."""
+    user = web_user()
+    if not _KEY.fullmatch(key):
+        raise NotFound("no such photo", field="photo")
+    h = hemei()
+    if not any(can_read(user, h.store.get_case(cid)) for cid in _cases_with_photo(key)):
+        raise NotFound("no such photo", field="photo")
+    thumb = request.args.get("thumb") == "1"
+    mime = "image/jpeg" if thumb or key.endswith(".jpg") else "image/png"
+    path = h.photos.path(key, thumb=thumb)
+    resp = (send_file(path, mimetype=mime) if path is not None
+            else Response(h.photos.open(key, thumb=thumb), mimetype=mime))
+    resp.cache_control.private = True
+    resp.cache_control.max_age = 86400  # content-addressed: a key never changes
+    return resp
+
+
+# -- patrol ----------------------------------------------------------------------------
+
+def _grid_rows(user) -> list[dict]:
+    h = hemei()
+    grids = h.layers["grid"]
+    codes = user.grids if user.role == "grid_worker" else list(grids["code"])
+    last = h.accounts.last_patrolled()
+    names = dict(zip(grids["code"], grids["name"], strict=True))
+    return [{"code": c, "name": names.get(c, c), "last": last.get(c)} for c in codes]
+
+
+@bp.route("/patrol", methods=["GET", "POST"])
+def patrol():
+    """A grid worker checks in where they are; their grids with the last patrol time."""
+    user = web_user("grid_worker", "admin")
+    error: dict = {}
+    status = 200
+    if request.method == "POST":
+        try:
+            out = hemei().check_in(user, request.form.get("lon"), request.form.get("lat"),
+                                   request.form.get("accuracy"))
+        except HemeiError as err:
+            error = message(err)
+            status = err.status
+        else:
+            name = hemei().locator.name("grid", out["grid_code"]) or out["grid_code"]
+            flash(f"已签到：{name}，{when(out['at'], '%H:%M')}（checked in）", "field-ok")
+            if user.role == "grid_worker" and out["grid_code"] not in user.grids:
+                flash(f"{name} 不是您负责的网格 (not one of your grids)", "field-warn")
+            return redirect(url_for("field.patrol"))
+    return render_template("field/patrol.html", user=user, grids=_grid_rows(user),
+                           error=error, when=when, form=request.form,
+                           map_cfg=map_config(myGrids=user.grids,
+                                              locateUrl=url_for("api.locate"))), status
+
+
+# -- needs list ------------------------------------------------------------------------
+
+@bp.get("/needs")
+def needs():
+    """The published needs list (what partner units may claim) and, per unit, what it
+    holds and has finished."""
+    user = web_user()
+    h = hemei()
+    now = utcnow()
+    claimable, _ = h.store.list_cases(needs="any", published=True, status="filed",
+                                      limit=None)
+    return render_template("field/needs.html", user=user, when=when,
+                           rows=[_row(c, now) for c in _by_urgency(claimable)],
+                           units=h.needs_summary())

@@ -13,8 +13,9 @@ Both catalogs must translate every message (``tests/webapp/test_i18n.py`` checks
 compiled ``.mo`` files are committed next to them so an install needs no build step.
 After changing or adding a ``_()`` / ``ngettext()`` / ``pgettext()`` call, from the repo root:
 
-    .venv/bin/pybabel extract -F babel.cfg --add-comments=Translators: \
-        --project="Hemei Grid" --no-wrap -o webapp/translations/messages.pot .
+    .venv/bin/pybabel extract -F babel.cfg --add-comments=Translators: --no-wrap \
+        --project="Hemei Grid" --version=0.1 --copyright-holder="Hemei Grid contributors" \
+        -o webapp/translations/messages.pot .
     .venv/bin/pybabel update -i webapp/translations/messages.pot -d webapp/translations \
         --no-fuzzy-matching --ignore-obsolete --no-wrap
     # fill in the empty msgstr of the new messages in both messages.po files, then

@@ -1,0 +1,367 @@
+/* Hemei Grid field pages (/m/): report on the spot, act on a case, patrol check-in.
+ *
+ * Plain Leaflet, no framework. Each page's map element carries its settings as JSON in
+ * data-config (tiles or none, the grid outlines' URL, the street's bounds …). User text
+ * only ever reaches the DOM through textContent. Everything the server needs travels in
+ * ordinary form fields, so the forms still post (with less help) if this script fails.
+ */
+(function () {
+  "use strict";
+
+  var R_EARTH = 6371008.8;
+
+  function $(id) { return document.getElementById(id); }
+
+  function csrfToken() {
+    var el = document.querySelector("input[name=csrf_token]");
+    return el ? el.value : "";
+  }
+
+  function config(el) {
+    try { return JSON.parse(el.getAttribute("data-config") || "{}"); } catch (e) { return {}; }
+  }
+
+  /** Great-circle distance in metres (the server computes the exact geodesic). */
+  function distance(lon1, lat1, lon2, lat2) {
+    var toRad = Math.PI / 180, dLat = (lat2 - lat1) * toRad, dLon = (lon2 - lon1) * toRad;
+    var a = Math.sin(dLat / 2) * Math.sin(dLat / 2) + Math.cos(lat1 * toRad) *
+      Math.cos(lat2 * toRad) * Math.sin(dLon / 2) * Math.sin(dLon / 2);
+    return 2 * R_EARTH * Math.asin(Math.min(1, Math.sqrt(a)));
+  }
+
+  function fixed(x) { return (Math.round(x * 1e7) / 1e7).toFixed(7); }
+
+  /** A Leaflet map: the configured WGS-84 tiles, or a plain background, plus the grids. */
+  function makeMap(el, cfg, opts) {
+    var map = L.map(el, {maxZoom: 19, zoomSnap: 1, attributionControl: false});
+    var tiles = cfg.tiles || [];
+    if (tiles.length) {
+      map.attributionControl = L.control.attribution({prefix: false}).addTo(map);
+      tiles.forEach(function (t) {
+        L.tileLayer(t.url, {attribution: t.attr, subdomains: t.subdomains,
+                            maxZoom: t.maxZoom || 18, maxNativeZoom: t.maxZoom || 18}).addTo(map);
+      });
+    } else {
+      el.classList.add("no-tiles");
+    }
+    if (cfg.bounds) map.fitBounds(cfg.bounds);
+    var mine = {};
+    (cfg.myGrids || []).forEach(function (c) { mine[c] = true; });
+    if (cfg.gridUrl) {
+      fetch(cfg.gridUrl, {credentials: "same-origin"}).then(function (r) {
+        return r.ok ? r.json() : null;
+      }).then(function (gj) {
+        if (!gj) return;
+        var layer = L.geoJSON(gj, {
+          interactive: false,
+          style: function (f) {
+            var m = mine[f.properties && f.properties.code];
+            return {color: m ? "#b22222" : "#888", weight: m ? 3 : 1, opacity: 0.9,
+                    fill: !!m, fillOpacity: 0.06};
+          }
+        }).addTo(map);
+        layer.bringToBack();
+        el.setAttribute("data-grids-loaded", String(gj.features ? gj.features.length : 0));
+      }).catch(function () { /* outlines are a help, not a need */ });
+    }
+    if (opts && opts.center) map.setView(opts.center, opts.zoom || 17);
+    return map;
+  }
+
+  function geolocate(onOk, onErr) {
+    if (!navigator.geolocation) { onErr("此设备不支持定位"); return; }
+    navigator.geolocation.getCurrentPosition(function (p) {
+      onOk(p.coords.longitude, p.coords.latitude, p.coords.accuracy);
+    }, function (e) {
+      onErr(e && e.code === 1 ? "没有定位权限，请在浏览器设置中允许定位" : "定位失败，请到开阔处重试");
+    }, {enableHighAccuracy: true, timeout: 15000, maximumAge: 0});
+  }
+
+  function accuracyText(acc) {
+    return acc ? "精度约 " + Math.round(acc) + " 米" : "精度未知";
+  }
+
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  // ------------------------------------------------------------------ report
+  function reportPage(form) {
+    var mapEl = $("report-map"), cfg = config(mapEl), map = makeMap(mapEl, cfg);
+    var lon = $("lon"), lat = $("lat"), acc = $("accuracy"), status = $("loc-status");
+    var marker = null, circle = null, photoPos = null;
+    var dups = $("duplicates"), list = $("dup-list"), button = $("submit-report");
+
+    // A new place or category makes the list of duplicates stale: check again on submit.
+    function staleDups() {
+      if (!dups.hidden && list.children.length) { dups.hidden = true; button.hidden = false; }
+    }
+
+    function place(lo, la, accuracy, how) {
+      lon.value = fixed(lo); lat.value = fixed(la);
+      acc.value = accuracy ? String(Math.round(accuracy)) : "";
+      var ll = [la, lo];
+      if (!marker) {
+        marker = L.marker(ll, {draggable: true, autoPan: true}).addTo(map);
+        marker.on("dragend", function () {
+          var p = marker.getLatLng();
+          place(p.lng, p.lat, null, "drag");
+        });
+      } else {
+        marker.setLatLng(ll);
+      }
+      if (circle) { map.removeLayer(circle); circle = null; }
+      if (accuracy) {
+        circle = L.circle(ll, {radius: accuracy, weight: 1, color: "#1565c0",
+                               fillOpacity: 0.1, interactive: false}).addTo(map);
+      }
+      if (how === "gps") {
+        status.textContent = "已定位（" + accuracyText(accuracy) + "），可拖动标记修正";
+        map.setView(ll, accuracy && accuracy > 150 ? 16 : 18, {animate: false});
+      } else if (how === "photo") {
+        status.textContent = "已使用照片中的位置，可拖动标记修正";
+        map.setView(ll, 18, {animate: false});
+      } else if (how === "kept") {
+        status.textContent = "已保留刚才选的位置，可拖动标记修正";
+      } else {
+        status.textContent = "已手动选择位置";
+      }
+      mapEl.setAttribute("data-located", how);
+      if (how !== "kept") staleDups();
+    }
+
+    function locateNow() {
+      status.textContent = "正在获取手机定位…";
+      geolocate(function (lo, la, a) { place(lo, la, a, "gps"); }, function (msg) {
+        status.textContent = msg + "；也可以在地图上点选位置";
+      });
+    }
+
+    map.on("click", function (e) { place(e.latlng.lng, e.latlng.lat, null, "tap"); });
+    $("locate-me").addEventListener("click", locateNow);
+    if (lon.value && lat.value) {
+      place(parseFloat(lon.value), parseFloat(lat.value), parseFloat(acc.value) || null, "kept");
+      map.setView([parseFloat(lat.value), parseFloat(lon.value)], 18, {animate: false});
+    } else {
+      locateNow();
+    }
+
+    // A photo's own GPS position, offered as the location.
+    var photoBtn = $("use-photo-location"), photoStatus = $("photo-status");
+    photoBtn.addEventListener("click", function () {
+      if (photoPos) place(photoPos[0], photoPos[1], null, "photo");
+      photoBtn.textContent = "使用照片位置";
+    });
+    $("photos").addEventListener("change", function (ev) {
+      var files = Array.prototype.slice.call(ev.target.files || [], 0, 3);
+      photoPos = null; photoBtn.hidden = true; photoStatus.textContent = "";
+      var chain = Promise.resolve();
+      files.forEach(function (f) {
+        chain = chain.then(function () {
+          if (photoPos) return null;
+          var body = new FormData();
+          body.append("photo", f, f.name || "photo.jpg");
+          return fetch(cfg.photoUrl, {method: "POST", body: body, credentials: "same-origin",
+                                      headers: {"X-CSRFToken": csrfToken()}})
+            .then(function (r) { return r.json().then(function (j) { return [r.ok, j]; }); })
+            .then(function (res) {
+              var j = res[1];
+              if (!res[0]) {
+                photoStatus.textContent = "照片无法使用：" + ((j.error && j.error.message) || "");
+              } else if (j.lon !== null && j.lon !== undefined) {
+                photoPos = [j.lon, j.lat];
+                photoBtn.hidden = false;
+                var d = lon.value ? Math.round(distance(j.lon, j.lat, +lon.value, +lat.value)) : null;
+                photoBtn.textContent = "使用照片位置" + (d !== null ? "（距当前标记约 " + d + " 米）" : "");
+                photoStatus.textContent = j.inside ? "照片带有拍摄位置" : "照片的拍摄位置不在本街道内";
+              }
+            });
+        }).catch(function () { photoStatus.textContent = "无法读取照片位置"; });
+      });
+    });
+
+    // Duplicates: before saving, ask for open cases of the same category nearby.
+    $("category").addEventListener("change", staleDups);
+    function submitNew() {
+      var h = form.querySelector("input[type=hidden][name=confirm_new]");
+      if (!h) {
+        h = document.createElement("input");
+        h.type = "hidden"; h.name = "confirm_new";
+        form.appendChild(h);
+      }
+      h.value = "1";
+      form.submit();
+    }
+    form.addEventListener("submit", function (e) {
+      var by = e.submitter;
+      if (by && (by.hasAttribute("formaction") || by.name === "confirm_new")) return;
+      e.preventDefault();
+      if (!lon.value || !lat.value) {
+        status.textContent = "请先定位，或在地图上点选问题位置";
+        status.classList.add("error-message");
+        mapEl.scrollIntoView({block: "center"});
+        return;
+      }
+      var q = "?lon=" + encodeURIComponent(lon.value) + "&lat=" + encodeURIComponent(lat.value) +
+        "&category=" + encodeURIComponent($("category").value) + "&radius=" + (cfg.radius || 50);
+      button.disabled = true;
+      fetch(cfg.nearbyUrl + q, {credentials: "same-origin"}).then(function (r) {
+        return r.ok ? r.json() : {cases: []};
+      }).then(function (j) {
+        button.disabled = false;
+        if (!j.cases || !j.cases.length) { submitNew(); return; }
+        list.textContent = "";
+        j.cases.forEach(function (c) {
+          var li = el("li");
+          li.setAttribute("data-case-id", c.id);
+          li.appendChild(el("span", "m-title", c.title));
+          li.appendChild(el("span", "m-sub", "#" + c.id + " · " + c.status_label + " · 约 " +
+                            Math.round(c.distance_m) + " 米 · " + c.created));
+          var b = el("button", "big m-add", "补充到此案件");
+          b.type = "submit";
+          b.setAttribute("formaction", c.add_url);
+          li.appendChild(b);
+          list.appendChild(li);
+        });
+        dups.hidden = false;
+        button.hidden = true;  // now the choice is: add to one of these, or report anyway
+        dups.scrollIntoView({block: "start"});
+      }).catch(function () { button.disabled = false; submitNew(); });
+    });
+  }
+
+  // ------------------------------------------------------------------ a case
+  function casePage(mapEl) {
+    var cfg = config(mapEl), c = cfg["case"];
+    var map = makeMap(mapEl, cfg, {center: c, zoom: 17});
+    L.marker(c, {title: "案件位置"}).addTo(map);
+    (cfg.lines || []).forEach(function (line) {
+      L.polyline(line.map(function (p) { return [p[1], p[0]]; }),
+                 {color: "#2e7d32", weight: 5, opacity: 0.8}).addTo(map);
+    });
+
+    var useLoc = $("use-my-location");
+    if (useLoc) {
+      var myLon = $("my-lon"), myLat = $("my-lat"), st = $("my-loc-status"), me = null;
+      var farM = cfg.farM || 100;
+      var show = function (lo, la, a) {
+        myLon.value = fixed(lo); myLat.value = fixed(la);
+        var d = Math.round(distance(lo, la, c[1], c[0]));
+        st.textContent = "已定位（" + accuracyText(a) + "），距案件约 " + d + " 米" +
+          (d > farM ? "；超过 " + farM + " 米，提交后会记录这一距离" : "");
+        st.classList.toggle("m-warn", d > farM);
+        if (me) map.removeLayer(me);
+        me = L.circle([la, lo], {radius: Math.max(a || 10, 5), color: "#1565c0",
+                                 fillOpacity: 0.2, weight: 2}).addTo(map);
+        map.fitBounds(L.latLngBounds([c, [la, lo]]).pad(0.3), {maxZoom: 18, animate: false});
+        useLoc.setAttribute("data-located", "1");
+      };
+      useLoc.addEventListener("click", function () {
+        st.textContent = "正在获取手机定位…";
+        geolocate(show, function (msg) { st.textContent = msg; });
+      });
+      if (myLon.value && myLat.value) show(+myLon.value, +myLat.value, null);
+    }
+
+    var details = $("line-details");
+    if (details) {
+      var repair = null, pts = [], poly = null, marks = [];
+      var input = $("line"), lengthEl = $("line-length");
+      var redraw = function () {
+        if (poly) repair.removeLayer(poly);
+        marks.forEach(function (m) { repair.removeLayer(m); });
+        marks = pts.map(function (p) {
+          return L.circleMarker([p[1], p[0]], {radius: 6, color: "#2e7d32"}).addTo(repair);
+        });
+        poly = pts.length > 1 ? L.polyline(pts.map(function (p) { return [p[1], p[0]]; }),
+                                           {color: "#2e7d32", weight: 5}).addTo(repair) : null;
+        var len = 0;
+        for (var i = 1; i < pts.length; i++) {
+          len += distance(pts[i - 1][0], pts[i - 1][1], pts[i][0], pts[i][1]);
+        }
+        input.value = pts.length > 1 ? JSON.stringify(pts) : "";
+        lengthEl.textContent = pts.length === 0 ? "尚未画线" : pts.length === 1
+          ? "已选 1 个点，再点一个点" : "已选 " + pts.length + " 个点，长约 " + len.toFixed(1) + " 米";
+        lengthEl.setAttribute("data-length", len.toFixed(1));
+      };
+      var init = function () {
+        if (repair) { repair.invalidateSize(); return; }
+        repair = makeMap($("repair-map"), {tiles: cfg.tiles, gridUrl: null},
+                         {center: c, zoom: 18});
+        L.marker(c, {interactive: false}).addTo(repair);
+        repair.on("click", function (e) {
+          if (pts.length >= 500) return;
+          pts.push([+fixed(e.latlng.lng), +fixed(e.latlng.lat)]);
+          redraw();
+        });
+        if (input.value) {
+          try { pts = JSON.parse(input.value) || []; } catch (e) { pts = []; }
+        }
+        redraw();
+        $("repair-map").setAttribute("data-ready", "1");
+      };
+      details.addEventListener("toggle", function () { if (details.open) init(); });
+      $("line-undo").addEventListener("click", function () { pts.pop(); if (repair) redraw(); });
+      $("line-clear").addEventListener("click", function () { pts = []; if (repair) redraw(); });
+      if (input.value) { details.open = true; init(); }
+    }
+    // A <details> opened by the server (a form re-shown with its error): bring it into view.
+    var open = document.querySelector("details.m-move[open]");
+    if (open) open.scrollIntoView({block: "start"});
+  }
+
+  // ------------------------------------------------------------------ patrol
+  function patrolPage(form) {
+    var mapEl = $("patrol-map"), cfg = config(mapEl), map = makeMap(mapEl, cfg);
+    var lon = $("lon"), lat = $("lat"), acc = $("accuracy"), st = $("loc-status");
+    var btn = $("check-in"), me = null, dot = null;
+    var show = function (lo, la, a) {
+      lon.value = fixed(lo); lat.value = fixed(la); acc.value = a ? a.toFixed(1) : "";
+      st.textContent = "已定位（" + accuracyText(a) + "）";
+      btn.disabled = false;
+      if (me) map.removeLayer(me);
+      if (dot) map.removeLayer(dot);
+      me = L.circle([la, lo], {radius: Math.max(a || 10, 5), color: "#1565c0",
+                               fillOpacity: 0.15, weight: 1}).addTo(map);
+      dot = L.circleMarker([la, lo], {radius: 7, color: "#fff", weight: 2,
+                                      fillColor: "#1565c0", fillOpacity: 1}).addTo(map);
+      map.setView([la, lo], 17, {animate: false});
+      mapEl.setAttribute("data-located", "gps");
+      if (cfg.locateUrl) {
+        fetch(cfg.locateUrl + "?lon=" + lon.value + "&lat=" + lat.value, {credentials: "same-origin"})
+          .then(function (r) { return r.ok ? r.json() : null; })
+          .then(function (j) {
+            var g = j && j.inside && j.chain && j.chain.grid;
+            st.textContent = "已定位（" + accuracyText(a) + "）" +
+              (g ? "，您在" + g.name : "，您不在本街道内");
+            if (g) st.setAttribute("data-grid", g.code);
+          }).catch(function () { /* the check-in still works */ });
+      }
+    };
+    var locateNow = function () {
+      st.textContent = "正在获取手机定位…";
+      btn.disabled = true;
+      geolocate(show, function (msg) { st.textContent = msg; });
+    };
+    $("locate-me").addEventListener("click", locateNow);
+    form.addEventListener("submit", function (e) {
+      if (!lon.value) { e.preventDefault(); locateNow(); }
+    });
+    locateNow();
+  }
+
+  function start() {
+    var f = document.querySelector("form[data-field-page=report]");
+    if (f) reportPage(f);
+    var m = document.querySelector("[data-field-page=case]");
+    if (m) casePage(m);
+    var p = document.querySelector("form[data-field-page=patrol]");
+    if (p) patrolPage(p);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
