@@ -60,10 +60,11 @@ Mapping decisions
   stripping) is a 400. A request with no description gets the service name (the store
   needs a description).
 - **attribute values, media_url, address_string** are stored in one history event of kind
-  ``comment`` (补充情况, shown on the case page) right after the report: its note lists
-  them for people, its data holds ``{"open311": {"attributes": {code: value}, "media_url":
-  …, "address_string": …}}`` for programs. (A second write: if it failed the report would
-  still stand, logged, rather than invite a duplicate re-post.)
+  ``comment`` (补充情况, shown on the case page), added by the key's user through
+  :meth:`gis.service.Hemei.add_comment` right after the report: its note lists them for
+  people, its data holds ``{"open311": {"attributes": {code: value}, "media_url": …,
+  "address_string": …}}`` for programs. (A second write: if it failed, the report would
+  still stand and the failure be logged, rather than invite a duplicate re-post.)
 - **first_name/last_name/phone** are stored as the case's reporter name and phone (staff
   only, as on the residents' page); **email**, **device_id** and **account_id** are not
   stored. No Open311 response ever contains a reporter's name or phone, a tracking code
@@ -911,9 +912,8 @@ def create_request(fmt: str):
         data = {k: v for k, v in (("attributes", attrs), ("media_url", media_url),
                                   ("address_string", address)) if v}
         try:
-            hemei().store.update_case(case.id, actor=user.display_name, kind="comment",
-                                      note="Open311 " + "；".join(note),
-                                      data={"open311": data})
+            hemei().add_comment(user, case.id, "Open311 " + "；".join(note),
+                                data={"open311": data})
         except Exception:  # the report stands; do not invite a duplicate re-post
             current_app.logger.exception("could not store the Open311 details of case %s",
                                          case.id)
