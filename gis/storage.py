@@ -3,7 +3,9 @@
 ``open_store(url)`` picks the backend from a SQLAlchemy URL. :class:`SqlCaseStore`
 holds the SQL every backend shares (SQLAlchemy Core); a backend overrides only what
 differs: :class:`SqliteCaseStore` sets WAL, a busy timeout and ``BEGIN IMMEDIATE``
-for writes, so concurrent writers queue instead of failing with "database is locked".
+for writes, so concurrent writers queue instead of failing with "database is locked";
+:class:`PostgisCaseStore` (``postgresql+psycopg://…``) adds geometry columns with GiST
+indexes (:mod:`gis.pg`) and filters bounding boxes and locates points in the database.
 
 Boundary layers are stored too, as versions: importing a layer adds a new version and
 activates it in one transaction, so a failed import leaves the active layers as they
@@ -183,9 +185,13 @@ class SqlCaseStore(CaseStore):
 
         metadata.create_all(self.engine)
         with self._write() as conn:
-            have = conn.execute(sa.select(meta_table.c.key)).scalars().all()
-            if "data_version" not in have:
-                conn.execute(sa.insert(meta_table).values(key="data_version", value="1"))
+            self._ensure_meta(conn)
+
+    @staticmethod
+    def _ensure_meta(conn) -> None:
+        have = conn.execute(sa.select(meta_table.c.key)).scalars().all()
+        if "data_version" not in have:
+            conn.execute(sa.insert(meta_table).values(key="data_version", value="1"))
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -335,6 +341,13 @@ class SqlCaseStore(CaseStore):
         ]
         return case
 
+    def bbox_condition(self, minx: float, miny: float, maxx: float,
+                       maxy: float) -> sa.ColumnElement[bool]:
+        """SQL condition: the case's point lies in the box (edges included). Backends
+        with a spatial index override this; the answer must stay the same."""
+        return sa.and_(cases.c.lon >= minx, cases.c.lon <= maxx,
+                       cases.c.lat >= miny, cases.c.lat <= maxy)
+
     def _filters(self, bbox=None, grid=None, status=None, category=None, compound=None,
                  grids=None, org=None, published=None, needs=None):
         conds = []
@@ -348,9 +361,7 @@ class SqlCaseStore(CaseStore):
             conds.append(cases.c.needs_kind.is_not(None) if needs == "any"
                          else cases.c.needs_kind == needs)
         if bbox is not None:
-            minx, miny, maxx, maxy = bbox
-            conds += [cases.c.lon >= minx, cases.c.lon <= maxx,
-                      cases.c.lat >= miny, cases.c.lat <= maxy]
+            conds.append(self.bbox_condition(*bbox))
         if grid:
             conds.append(cases.c.grid_code == grid)
         if compound:
@@ -539,9 +550,62 @@ class SqliteCaseStore(SqlCaseStore):
                 yield conn
 
 
+class PostgisCaseStore(SqlCaseStore):
+    """PostgreSQL + PostGIS: the path past one machine.
+
+    The shared SQL runs unchanged under PostgreSQL's default READ COMMITTED: the
+    conditional ``UPDATE … WHERE row_version = :seen`` of :meth:`transition` waits for a
+    concurrent writer of the same row and then matches nothing, so one wins and the
+    other gets a ``Conflict``, as on SQLite. What differs is spatial: geometry columns
+    in EPSG:4326 with GiST indexes (see :mod:`gis.pg`), bounding boxes filtered through
+    the index, and :meth:`locate_in_db` for point-in-boundary queries in the database.
+    """
+
+    def __init__(self, url: str | sa.URL, **engine_kw):
+        u = sa.make_url(url)
+        if u.drivername == "postgresql":  # psycopg 3 is the driver we depend on
+            u = u.set(drivername="postgresql+psycopg")
+        super().__init__(u, **{"pool_pre_ping": True, **engine_kw})
+
+    def init_schema(self) -> None:
+        """Create the PostGIS extension (if allowed), the tables, the meta rows and the
+        spatial columns, indexes and triggers; idempotent, and safe when several
+        processes start at once (they queue on an advisory lock)."""
+        import gis.accounts  # noqa: F401  (registers its tables on the shared metadata)
+        from gis import pg
+
+        with self.engine.begin() as conn:
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(pg.SCHEMA_LOCK_KEY)))
+            pg.ensure_postgis(conn)
+            metadata.create_all(conn)
+            self._ensure_meta(conn)
+            pg.ensure_spatial_schema(conn, meta_table)
+
+    def bbox_condition(self, minx: float, miny: float, maxx: float,
+                       maxy: float) -> sa.ColumnElement[bool]:
+        """``geom && box`` finds the candidates through the GiST index; the plain range
+        test keeps the answer exact (the index compares single-precision boxes, rounded
+        outwards) and equal to the other backends'."""
+        envelope = sa.func.ST_MakeEnvelope(minx, miny, maxx, maxy, 4326)
+        return sa.and_(sa.literal_column("cases.geom").op("&&", is_comparison=True)(envelope),
+                       super().bbox_condition(minx, miny, maxx, maxy))
+
+    def locate_in_db(self, lon: float, lat: float) -> dict | None:
+        """The chain street → community → compound (or None) → grid holding a point,
+        found by ``ST_Intersects`` on the active boundaries in the database; the same
+        answer and edge rule as :meth:`gis.locate.Locator.locate`, None when outside."""
+        from gis import pg
+
+        with self._read() as conn:
+            row = conn.execute(pg.LOCATE_SQL, {"lon": float(lon), "lat": float(lat)})
+            return pg.located_chain(row.mappings().first())
+
+
 def open_store(url: str) -> CaseStore:
-    """Open the store a database URL names (``sqlite:///path``; other SQLAlchemy URLs
-    use the shared SQL implementation) and make sure its schema exists."""
+    """Open the store a database URL names and make sure its schema exists:
+    ``sqlite:///path`` → :class:`SqliteCaseStore`, ``postgresql+psycopg://…`` (or plain
+    ``postgresql://``) → :class:`PostgisCaseStore`, other SQLAlchemy URLs the shared SQL
+    implementation."""
     if url.startswith("sqlite"):
         path = url.split("sqlite:///", 1)[-1]
         if path and path != ":memory:":
@@ -549,6 +613,8 @@ def open_store(url: str) -> CaseStore:
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         store: CaseStore = SqliteCaseStore(url)
+    elif sa.make_url(url).get_backend_name() == "postgresql":
+        store = PostgisCaseStore(url)
     else:
         store = SqlCaseStore(url, pool_pre_ping=True)
     store.init_schema()
