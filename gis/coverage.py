@@ -343,7 +343,12 @@ def metrics_query(period: Period, level: str = "grid") -> sa.Select:
             _count(sa.and_(closed_in, c.due_at.is_not(None))).label("closed_with_due"),
             _count(sa.and_(closed_in, c.closed_at <= c.due_at)).label("closed_on_time"),
         )
-        .where(code.is_not(None), c.status != "rejected", c.created_at < end)
+        .where(code.is_not(None), c.status != "rejected", c.created_at < end,
+               # Only rows that can count at all: still open, or reported, left the open
+               # statuses or closed on or after the start. Every count above implies one
+               # of these, so the answer is the same and old closed cases are skipped.
+               sa.or_(c.status.in_(OPEN_STATUSES), c.created_at >= start,
+                      left_open >= start, c.closed_at >= start))
         .group_by(code)
     )
 
