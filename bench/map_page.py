@@ -22,16 +22,24 @@ Shortcuts, for speed (the bench measures reading, not writing): the layers are s
 and bulk-inserted with SQLAlchemy Core ``executemany`` straight into ``cases``, *without
 history events* (``case_events`` stays empty; no page or API measured here reads it).
 
-Run: ``python bench/map_page.py [--grids N] [--cases N] [--quick] [--profile]``.
+The grid edges are drawn as digitised boundaries (a vertex every ``--spacing`` metres,
+default 25, with gentle bends and a few metres of jitter), since real grid boundaries are
+not straight lines; ``--spacing 0`` keeps the straight Voronoi edges (7 vertices a grid).
+
+Run: ``python bench/map_page.py [--grids N] [--cases N] [--quick] [--spacing M]
+[--profile] [--keep DIR]`` (``--profile``: cProfile one uncached re-render; ``--keep``:
+build the instance in DIR and keep it for experiments).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import gzip
 import io
 import math
+import os
 import pstats
 import re
 import shutil
@@ -48,7 +56,7 @@ import shapely
 import shapely.affinity
 import sqlalchemy as sa
 
-from gis.cases import add_working_time, utcnow
+from gis.cases import OPEN_STATUSES, STATUSES, add_working_time, utcnow
 from gis.catalogue import load_catalogue
 from gis.escape import html_text
 from gis.service import Hemei
@@ -75,6 +83,7 @@ TITLES = {
 CAT_WEIGHT = {"sanitation": 5, "parking": 4, "street_light": 3, "road_damage": 3,
               "drainage": 2, "neighbour_dispute": 2, "roof_leak": 1, "public_toilet": 1,
               "access_road": 1}
+FLOW = ("verified", "filed", "dispatched", "in_progress", "resolved", "closed")
 SOURCES = (("patrol", 0.5), ("resident", 0.3), ("hotline", 0.15), ("meeting", 0.05))
 
 
@@ -238,6 +247,16 @@ def make_cases(n: int, loc, now: datetime, rng, sample: np.ndarray):
                         for c in codes])
     now64 = np.datetime64(now, "us")
     due_cache: dict = {}
+    unknown = {"reported", "claimed", "rejected", "closed_not_fixed", "reopened",
+               *FLOW} - set(STATUSES)
+    if unknown:
+        raise SystemExit(f"the bench's status model uses statuses the app no longer has: "
+                         f"{sorted(unknown)}; update FLOW in bench/map_page.py")
+    # Columns the workflow added, with their defaults spelled out for executemany.
+    cols_now = set(cases_table.c.keys())
+    extra = {k: v for k, v in (("published", False), ("extension_count", 0))
+             if k in cols_now}
+    has_rework = "rework_count" in cols_now
     batch = 50_000
     for start in range(0, n, batch):
         m = min(batch, n - start)
@@ -249,23 +268,34 @@ def make_cases(n: int, loc, now: datetime, rng, sample: np.ndarray):
         accept = rng.exponential(4.0, m)
         delay = accept + limit_h[cat] * rng.lognormal(math.log(0.5), 0.8, m)
         delay[rng.random(m) < 0.04] *= 8  # a few get stuck
-        resolved = created + delay
-        closed = resolved + rng.exponential(48.0, m)
-        rejected = rng.random(m) < 0.03
-        status = np.where(closed < 0, "closed", np.where(resolved < 0, "resolved", np.where(
-            age < accept, "reported", np.where(age < accept + 12, "accepted", "in_progress"))))
-        status = np.where(rejected, "rejected", status).astype(object)
-        steps = {"reported": 1, "accepted": 2, "in_progress": 3, "resolved": 4, "closed": 5,
-                 "rejected": 2}
-        rv = np.array([steps[s] for s in status])
-        res_at = np.where(np.isin(status, ["resolved", "closed"]), resolved, np.nan)
-        clo_at = np.where(status == "closed", closed,
-                          np.where(status == "rejected", created + accept, np.nan))
-        upd = np.select(
-            [status == "closed", status == "resolved", status == "rejected",
-             status == "in_progress", status == "accepted"],
-            [closed, resolved, created + accept, created + accept + 12, created + accept],
-            default=created)
+        # The national flow: each step some hours after the one before; the status is the
+        # last step already taken (times are hours relative to now, so "taken" is < 0).
+        t = {"verified": created + accept}
+        t["filed"] = t["verified"] + rng.exponential(2.0, m)
+        t["dispatched"] = t["filed"] + rng.exponential(6.0, m)  # or claimed
+        t["in_progress"] = t["dispatched"] + rng.exponential(6.0, m)
+        t["resolved"] = np.maximum(created + delay, t["in_progress"] + 0.5)
+        t["closed"] = t["resolved"] + rng.exponential(48.0, m)
+        n_steps = sum((t[k] < 0).astype(int) for k in FLOW)
+        status = np.array(["reported", *FLOW], dtype=object)[n_steps]
+        upd = np.select([n_steps == i + 1 for i in range(len(FLOW))],
+                        [t[k] for k in FLOW], default=created)
+        rv = 1 + n_steps
+        status[(status == "dispatched") & (rng.random(m) < 0.3)] = "claimed"
+        u = rng.random(m)
+        rework = np.zeros(m, dtype=int)
+        rej = (u < 0.03) & (n_steps >= 1)  # 不予立案 after a look
+        nfx = (u >= 0.03) & (u < 0.04) & (n_steps >= 5)  # closed as not fixable
+        reo = (u >= 0.04) & (u < 0.06) & (status == "resolved")  # sent back for rework
+        status[rej], upd[rej], rv[rej] = "rejected", t["verified"][rej], 2
+        status[nfx], upd[nfx], rv[nfx] = "closed_not_fixed", t["resolved"][nfx], 6
+        status[reo], rework[reo], rv[reo] = "reopened", 1, 7
+        upd[reo] = np.minimum(t["resolved"][reo] + rng.exponential(24.0, reo.sum()), -0.01)
+        res_at = np.where(np.isin(status, ["resolved", "closed", "reopened"]), t["resolved"],
+                          np.nan)
+        clo_at = np.select([status == "closed", status == "rejected",
+                            status == "closed_not_fixed"],
+                           [t["closed"], t["verified"], t["resolved"]], default=np.nan)
         c_dt = _to_dt(now64, created)
         due = np.empty(m, dtype=object)
         for i in range(m):  # the app's own add_working_time, once per (day, category)
@@ -281,29 +311,25 @@ def make_cases(n: int, loc, now: datetime, rng, sample: np.ndarray):
         road = rng.integers(0, len(ROADS), m)
         num = rng.integers(1, 300, m)
         src = rng.choice([s for s, _ in SOURCES], size=m, p=[p for _, p in SOURCES])
-        cols = {
-            "lon": np.round(x, 6), "lat": np.round(y, 6), "created_at": c_dt,
-            "updated_at": _to_dt(now64, upd), "due_at": due,
-            "resolved_at": _to_dt(now64, res_at), "closed_at": _to_dt(now64, clo_at),
-        }
-        rows = []
-        for i in range(m):
-            code = codes[cat[i]]
-            title = TITLES.get(code, cats[code].zh + "{road}{n}号").format(
-                road=ROADS[road[i]], n=num[i])
-            rows.append({
-                "category": code, "title": title,
-                "description": f"{title}，影响居民出行和生活，请尽快核实处置。",
-                "lon": float(cols["lon"][i]), "lat": float(cols["lat"][i]),
-                "street_code": located["street_code"].iat[i],
-                "community_code": located["community_code"].iat[i],
-                "compound_code": located["compound_code"].iat[i],
-                "grid_code": located["grid_code"].iat[i],
-                "status": status[i], "source": src[i], "created_at": cols["created_at"][i],
-                "updated_at": cols["updated_at"][i], "due_at": cols["due_at"][i],
-                "resolved_at": cols["resolved_at"][i], "closed_at": cols["closed_at"][i],
-                "row_version": int(rv[i]),
-            })
+        titles = [TITLES.get(codes[c], cats[codes[c]].zh + "{road}{n}号").format(
+            road=ROADS[r], n=k) for c, r, k in zip(cat, road, num, strict=True)]
+        chain = [located[f"{lvl}_code"].to_numpy() for lvl in
+                 ("street", "community", "compound", "grid")]
+        rows = [
+            {"category": codes[c], "title": title,
+             "description": f"{title}，影响居民出行和生活，请尽快核实处置。",
+             "lon": lon, "lat": lat, "street_code": s_, "community_code": cm,
+             "compound_code": cp, "grid_code": g, "status": st, "source": so,
+             "created_at": cr, "updated_at": up, "due_at": du, "resolved_at": re_,
+             "closed_at": cl, "row_version": v, **extra}
+            for c, title, lon, lat, s_, cm, cp, g, st, so, cr, up, du, re_, cl, v in zip(
+                cat, titles, np.round(x, 6).tolist(), np.round(y, 6).tolist(), *chain,
+                status, src, c_dt, _to_dt(now64, upd), due, _to_dt(now64, res_at),
+                _to_dt(now64, clo_at), rv.tolist(), strict=True)
+        ]
+        if has_rework:
+            for row, k in zip(rows, rework.tolist(), strict=True):
+                row["rework_count"] = k
         lo, hi = np.searchsorted(sample, [start, start + m])
         yield rows, [rows[j - start] for j in sample[lo:hi]]
 
@@ -326,6 +352,7 @@ def build_instance(tmp: Path, n_grids: int, n_cases: int, n_sample: int, seed: i
     sample = np.sort(rng.choice(n_cases, size=min(n_sample, n_cases), replace=False))
     now = utcnow()
     lons, lats, sample_rows = [], [], []
+    statuses: collections.Counter = collections.Counter()
     t_gen = t_ins = 0.0
     gen = make_cases(n_cases, loc, now, rng, sample)
     while True:
@@ -342,24 +369,31 @@ def build_instance(tmp: Path, n_grids: int, n_cases: int, n_sample: int, seed: i
         lons.append(np.fromiter((r["lon"] for r in rows), float, len(rows)))
         lats.append(np.fromiter((r["lat"] for r in rows), float, len(rows)))
         sample_rows += picked
+        statuses.update(r["status"] for r in rows)
         print(f"\r  cases: {sum(map(len, lons)):,} / {n_cases:,}", end="", flush=True)
     print()
     with h.store.engine.begin() as conn:
         h.store._bump(conn)  # what every write does: the page cache keys on it
     h.store.dispose()
     t["cases_generate_locate"], t["cases_insert"] = t_gen, t_ins
+    n_open = sum(v for k, v in statuses.items() if k in OPEN_STATUSES)
+    print(f"  statuses: {n_open:,} open ({n_open / max(n_cases, 1):.1%}); " + ", ".join(
+        f"{k} {v:,}" for k, v in statuses.most_common()))
     return layers, np.concatenate(lons), np.concatenate(lats), sample_rows, t
 
 
 # -- measuring -------------------------------------------------------------------------------
-def _ms(f, n: int) -> tuple[float, list[float], object]:
-    """Median milliseconds of ``n`` calls of ``f`` (and all times, and the last result)."""
-    times, out = [], None
+def _ms(f, n: int) -> tuple[float, list[float], object, float]:
+    """Median wall-clock milliseconds of ``n`` calls of ``f``, all of them, the last result,
+    and the median CPU milliseconds of this process (less disturbed by other processes on
+    a busy machine; SQLite runs in-process, so it counts)."""
+    times, cpu, out = [], [], None
     for _ in range(n):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = f()
         times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times), times, out
+        cpu.append((time.process_time() - c0) * 1000)
+    return statistics.median(times), times, out, statistics.median(cpu)
 
 
 def _get(client, url: str, gz: bool = False):
@@ -386,24 +420,21 @@ def page_composition(html: str) -> list[tuple[str, int]]:
 def measure_pages(app, repeat: int, profile: bool) -> dict:
     out = {}
     client = app.test_client()
-    t0 = time.perf_counter()
-    raw = _get(client, "/").get_data()
-    out["cold_ms"] = (time.perf_counter() - t0) * 1000
+    out["cold_ms"], _, r, out["cold_cpu"] = _ms(lambda: _get(client, "/"), 1)
+    raw = r.get_data()
     out["raw"] = len(raw)
-    out["warm_ms"], out["warm_all"], _ = _ms(lambda: _get(client, "/"), repeat)
-    out["warm_gz_ms"], _, r = _ms(lambda: _get(client, "/", gz=True), repeat)
+    out["warm_ms"], out["warm_all"], _, _ = _ms(lambda: _get(client, "/"), repeat)
+    out["warm_gz_ms"], _, r, _ = _ms(lambda: _get(client, "/", gz=True), repeat)
     if r.headers.get("Content-Encoding") != "gzip":
         raise SystemExit("the overview was not served gzipped to a client that accepts it")
     out["gzip"] = len(r.get_data())
     if gzip.decompress(r.get_data()) != raw:
         raise SystemExit("the gzipped page differs from the raw one")
-    t0 = time.perf_counter()
-    _get(client, "/?metric=new")
-    out["rerender_ms"] = (time.perf_counter() - t0) * 1000
+    out["rerender_ms"], _, _, out["rerender_cpu"] = _ms(
+        lambda: _get(client, "/?metric=new"), 1)
     # A second fresh key with the layers and the process warm: the steady re-render cost.
-    t0 = time.perf_counter()
-    _get(client, "/?metric=overdue")
-    out["rerender2_ms"] = (time.perf_counter() - t0) * 1000
+    out["rerender2_ms"], _, _, out["rerender2_cpu"] = _ms(
+        lambda: _get(client, "/?metric=overdue"), 1)
     out["composition"] = page_composition(raw.decode("utf-8"))
     if profile:
         pr = cProfile.Profile()
@@ -411,8 +442,14 @@ def measure_pages(app, repeat: int, profile: bool) -> dict:
         _get(client, "/?metric=resolution_rate")
         pr.disable()
         s = io.StringIO()
-        pstats.Stats(pr, stream=s).sort_stats("cumulative").print_stats(35)
-        out["profile"] = s.getvalue()
+        st = pstats.Stats(pr, stream=s)
+        st.sort_stats("cumulative").print_stats(
+            r"/gis/|/webapp/|mapclassify/classifiers|folium/features|branca/element|"
+            r"geopandas/geodataframe|engine/cursor|json/encoder", 22)
+        st.sort_stats("tottime").print_stats(10)
+        out["profile"] = "\n".join(
+            line for line in s.getvalue().splitlines()
+            if line.strip() and not line.lstrip().startswith(("Ordered by", "List reduced")))
     return out
 
 
@@ -443,7 +480,8 @@ def measure_bbox(app, bbox, repeat: int) -> dict:
     out = {"bbox": b}
     url = f"/api/v1/issues/points?bbox={b}&limit=5000"
     _get(client, url)  # warm-up: connection pool, page cache of SQLite
-    out["points_ms"], out["points_all"], r = _ms(lambda: _get(client, url), repeat)
+    out["points_ms"], out["points_all"], r, out["points_cpu"] = _ms(
+        lambda: _get(client, url), repeat)
     body = r.get_json()
     out["points_rows"], out["points_matched"] = len(body["rows"]), body["numberMatched"]
     out["points_bytes"] = len(r.get_data())
@@ -455,8 +493,10 @@ def measure_bbox(app, bbox, repeat: int) -> dict:
               .where(*conds).order_by(c.created_at.desc()).limit(5000))
     q_count = sa.select(sa.func.count()).select_from(cases_table).where(*conds)
     with h.store.engine.connect() as conn:
-        out["sql_rows_ms"], _, _ = _ms(lambda: conn.execute(q_rows).fetchall(), repeat)
-        out["sql_count_ms"], _, _ = _ms(lambda: conn.execute(q_count).scalar(), repeat)
+        out["sql_rows_ms"], _, _, out["sql_rows_cpu"] = _ms(
+            lambda: conn.execute(q_rows).fetchall(), repeat)
+        out["sql_count_ms"], _, _, out["sql_count_cpu"] = _ms(
+            lambda: conn.execute(q_count).scalar(), repeat)
         if conn.dialect.name == "sqlite":
             plan = []
             for q in (q_rows, q_count):
@@ -466,7 +506,7 @@ def measure_bbox(app, bbox, repeat: int) -> dict:
             out["plan"] = plan
     url = f"/api/v1/issues?bbox={b}&limit=5000"
     n = max(3, repeat // 4)
-    out["geojson_ms"], _, r = _ms(lambda: _get(client, url), n)
+    out["geojson_ms"], _, r, out["geojson_cpu"] = _ms(lambda: _get(client, url), n)
     out["geojson_bytes"] = len(r.get_data())
     out["geojson_n"] = n
     return out
@@ -557,11 +597,13 @@ def main() -> None:
                           "TILES": "none"})
         print("\noverview page GET /")
         pg = measure_pages(app, args.repeat, args.profile)
-        print(f"  cold (first request, nothing cached): {pg['cold_ms']:,.0f} ms")
+        print(f"  cold (first request, nothing cached; includes loading the layers and "
+              f"building the locator): {pg['cold_ms']:,.0f} ms ({pg['cold_cpu']:,.0f} ms CPU)")
         print(f"  warm (cached) raw:  median {pg['warm_ms']:.2f} ms of {args.repeat}")
         print(f"  warm (cached) gzip: median {pg['warm_gz_ms']:.2f} ms of {args.repeat}")
-        print(f"  re-render ?metric=new (cold key): {pg['rerender_ms']:,.0f} ms; "
-              f"?metric=overdue: {pg['rerender2_ms']:,.0f} ms")
+        print(f"  re-render ?metric=new (cold key): {pg['rerender_ms']:,.0f} ms "
+              f"({pg['rerender_cpu']:,.0f} ms CPU); ?metric=overdue: "
+              f"{pg['rerender2_ms']:,.0f} ms ({pg['rerender2_cpu']:,.0f} ms CPU)")
         print(f"  size: {_size(pg['raw'])} raw, {_size(pg['gzip'])} gzip")
         for name, n in pg["composition"]:
             print(f"    {name:<40} {_size(n):>10} ({n / pg['raw']:.0%})")
@@ -573,15 +615,18 @@ def main() -> None:
         print(f"\nbounding-box API, viewport {bbox} holding {inside:,} cases")
         bb = measure_bbox(app, bbox, args.repeat)
         print(f"  /api/v1/issues/points limit 5000: median {bb['points_ms']:.1f} ms "
-              f"(min {min(bb['points_all']):.1f}, max {max(bb['points_all']):.1f}); "
+              f"(min {min(bb['points_all']):.1f}, max {max(bb['points_all']):.1f}; "
+              f"CPU {bb['points_cpu']:.1f} ms); "
               f"{bb['points_rows']:,} rows of {bb['points_matched']:,}; "
               f"{_size(bb['points_bytes'])} ({_size(bb['points_gzip'])} if gzipped)")
         print(f"  its SQL alone: rows {bb['sql_rows_ms']:.1f} ms + count "
-              f"{bb['sql_count_ms']:.1f} ms")
+              f"{bb['sql_count_ms']:.1f} ms (CPU {bb['sql_rows_cpu']:.1f} + "
+              f"{bb['sql_count_cpu']:.1f} ms)")
         for p in bb.get("plan", []):
             print(f"    plan: {p}")
         print(f"  /api/v1/issues limit 5000 (full GeoJSON): median {bb['geojson_ms']:.0f} ms "
-              f"of {bb['geojson_n']}; {_size(bb['geojson_bytes'])}")
+              f"(CPU {bb['geojson_cpu']:.0f} ms) of {bb['geojson_n']}; "
+              f"{_size(bb['geojson_bytes'])}")
 
         print(f"\nnaive page: one folium.Marker + popup per case, {args.sample:,} sampled, "
               "grids as one unsimplified GeoJson")
@@ -605,10 +650,14 @@ def main() -> None:
              _ok(pg["warm_ms"] < T["warm_ms"])),
             ("warm render (cached, gzip)", f"{pg['warm_gz_ms']:.2f} ms", "< 200 ms",
              _ok(pg["warm_gz_ms"] < T["warm_ms"])),
-            ("re-render ?metric=new", f"{pg['rerender_ms']:,.0f} ms", "(< 200 ms?)",
+            ("re-render, uncached key", f"{pg['rerender_ms']:,.0f} ms", "(200 ms)*",
              _ok(pg["rerender_ms"] < T["warm_ms"])),
+            ("  same, CPU time only", f"{pg['rerender_cpu']:,.0f} ms", "(200 ms)*",
+             _ok(pg["rerender_cpu"] < T["warm_ms"])),
             ("bbox points API (~5,000)", f"{bb['points_ms']:.1f} ms", "< 50 ms",
              _ok(bb["points_ms"] < T["bbox_ms"])),
+            ("  same, CPU time only", f"{bb['points_cpu']:.1f} ms", "< 50 ms",
+             _ok(bb["points_cpu"] < T["bbox_ms"])),
             ("  its SQL (rows + count)", f"{bb['sql_rows_ms'] + bb['sql_count_ms']:.1f} ms",
              "", ""),
             ("bbox GeoJSON API (5,000)", f"{bb['geojson_ms']:.0f} ms", "", ""),
@@ -621,7 +670,10 @@ def main() -> None:
         print(f"  {'figure':<30} {'value':>18}  {'target':<12} meets")
         for name, val, target, ok in rows:
             print(f"  {name:<30} {val:>18}  {target:<12} {ok}")
-        print(f"\ntotal run time {time.perf_counter() - t_all:,.0f} s")
+        print("  * the issue's 200 ms is for the warm (cached) page; the uncached re-render "
+              "(?metric=new) is shown against it for reference")
+        print(f"\ntotal run time {time.perf_counter() - t_all:,.0f} s; load average now "
+              + " ".join(f"{v:.1f}" for v in os.getloadavg()) + f" on {os.cpu_count()} CPUs")
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -14,6 +14,7 @@ the screen needs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 import folium
 import mapclassify
 import numpy as np
+import pandas as pd
 import shapely
 from branca.element import Element, MacroElement
 from folium.elements import JSCSSMixin
@@ -29,9 +31,15 @@ from jinja2 import Template
 
 from gis.assets import DEFAULT_BASE_URL, localise
 from gis.escape import html_text
-from gis.geojson import feature_collection
+from gis.geojson import feature_collection, round_coords
 from gis.i18n import label
 from gis.tiles import TileConfig, add_to_map
+
+# Compact JSON in the pages: folium's templates share one Jinja environment whose tojson
+# sorts keys, escapes every CJK character as \uXXXX and pads separators — 15 % of an
+# overview page at city scale. Jinja's tojson still escapes <, >, & and ' for <script>.
+folium.GeoJson._template.environment.policies["json.dumps_kwargs"] = {
+    "sort_keys": False, "ensure_ascii": False, "separators": (",", ":")}
 
 # ColorBrewer YlOrRd, 5 classes: light = good, dark red = bad (the palette is reversed for
 # metrics where higher is better, so dark red always means "look here").
@@ -78,16 +86,43 @@ def classify(values, k: int = 5, scheme: str = "natural_breaks") -> list[float]:
         return []
     if len(uniq) <= k:
         return [float(u) for u in uniq]
-    with warnings.catch_warnings():
-        # Without numba mapclassify warns that it uses pure Python; fine at these sizes.
-        warnings.simplefilter("ignore")
-        if scheme == "quantiles":
+    if scheme == "quantiles":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             bins = mapclassify.Quantiles(y, k=k).bins
-        elif len(y) <= 2000:
-            bins = mapclassify.FisherJenks(y, k=k).bins
-        else:
-            bins = mapclassify.FisherJenksSampled(y, k=k, pct=2000 / len(y)).bins
+    else:
+        bins = _fisher_jenks(y, k)
     return sorted({float(b) for b in bins})
+
+
+def _fisher_jenks(y, k: int, max_values: int = 1000) -> list[float]:
+    """Exact Fisher–Jenks on the distinct values weighted by how often they occur (counts
+    have few distinct values), as a numpy dynamic programme in O(k·u²); above
+    ``max_values`` distinct values it runs on that many evenly spaced quantiles."""
+    y = np.sort(np.asarray(y, dtype=float))
+    u, w = np.unique(y, return_counts=True)
+    if len(u) > max_values:
+        u, w = np.unique(np.quantile(y, np.linspace(0, 1, max_values)), return_counts=True)
+    n = len(u)
+    if n <= k:
+        return u.tolist()
+    w = w.astype(float)
+    cw, c1, c2 = (np.concatenate([[0.0], np.cumsum(a)]) for a in (w, w * u, w * u * u))
+    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ssd = c2[j + 1] - c2[i] - (c1[j + 1] - c1[i]) ** 2 / (cw[j + 1] - cw[i])
+    ssd = np.where(j >= i, ssd, np.inf)
+    cost, back = ssd[0].copy(), np.zeros((k, n), dtype=np.int64)
+    for c in range(1, k):
+        tot = np.concatenate([[np.inf], cost[:-1]])[:, None] + ssd
+        back[c] = np.argmin(tot, axis=0)
+        cost = tot[back[c], np.arange(n)]
+    bounds, end = [], n - 1
+    for c in range(k - 1, 0, -1):
+        bounds.append(u[end])
+        end = back[c][end] - 1
+    bounds.append(u[end])
+    return sorted(float(b) for b in bounds)
 
 
 def class_colours(values, bins: list[float], better: str = "lower") -> list[str]:
@@ -142,7 +177,7 @@ def simplify_for_display(geoms, extent: float, pixels: int = 1600):
     if tol > 1e-6 and len(geoms) > 1:
         geoms = shapely.coverage_simplify(geoms, tol, simplify_boundary=True)
     # Decimals that keep rounding below the simplification tolerance.
-    decimals = int(min(7, max(4, np.ceil(-np.log10(max(tol, 1e-7))) + 1)))
+    decimals = int(min(7, max(4, np.ceil(-np.log10(max(tol, 1e-7))))))
     return geoms, decimals
 
 
@@ -158,6 +193,38 @@ def _display(gdf, tiles: TileConfig, extent: float | None = None):
 
         out["geometry"] = shift_geometries(out.geometry.values, to="gcj02")
     return out, decimals
+
+
+_GEOM_CACHE: dict = {}
+
+
+def _cached_features(gdf, props: list[str], tiles, extent: float | None,
+                     id_col: str = "code") -> dict:
+    """Like ``feature_collection(*_display(...))`` but the simplified, rounded geometry
+    dicts are computed once per (geometry, datum, extent) and reused; only the
+    properties are built per call."""
+    geoms = np.asarray(gdf.geometry.values, dtype=object)
+    key = (hashlib.sha1(b"".join(shapely.to_wkb(geoms))).hexdigest(), tiles.datum, extent)
+    geo = _GEOM_CACHE.get(key)
+    if geo is None:
+        frame, decimals = _display(gdf[["geometry"]], tiles, extent)
+        rounded = round_coords(frame.geometry.values, decimals)
+        geo = [json.loads(t) for t in shapely.to_geojson(rounded)]
+        if len(_GEOM_CACHE) > 16:
+            _GEOM_CACHE.clear()
+        _GEOM_CACHE[key] = geo
+    cols = []
+    for col in props:
+        vals = gdf[col].tolist()
+        cols.append([None if v is None or (isinstance(v, float) and v != v) or v is pd.NA
+                     else html_text(v) if isinstance(v, str)
+                     else int(v) if isinstance(v, (int, np.integer)) else float(v)
+                     for v in vals])
+    ids = gdf[id_col].astype(str).tolist()
+    feats = [{"type": "Feature", "id": fid, "geometry": gm,
+              "properties": {p: c[i] for p, c in zip(props, cols, strict=True)}}
+             for i, (fid, gm) in enumerate(zip(ids, geo, strict=True))]
+    return {"type": "FeatureCollection", "features": feats}
 
 
 def base_map(bounds, tiles: TileConfig, *, zoom_control: bool = True) -> folium.Map:
@@ -186,10 +253,8 @@ def base_map(bounds, tiles: TileConfig, *, zoom_control: bool = True) -> folium.
 def _outline_layer(m, gdf, level: str, locale: str, tiles: TileConfig,
                    extent: float | None, show: bool = True):
     colour, weight = LINE[level]
-    frame, decimals = _display(gdf, tiles, extent)
     folium.GeoJson(
-        feature_collection(frame, ["code", "name"], precision=decimals, text=html_text,
-                           id_col="code"),
+        _cached_features(gdf, ["code", "name"], tiles, extent),
         name=label(level, locale), show=show,
         style_function=lambda _f, c=colour, w=weight: {
             "color": c, "weight": w, "fill": False, "opacity": 0.9},
@@ -260,13 +325,13 @@ def overview_map(grids, layers: dict, ch: Choropleth, *, tiles: TileConfig,
     vals = g[ch.column].to_numpy(dtype=float)
     g["value"] = [ch.fmt.format(v) if np.isfinite(v) else label("no_data", locale)
                   for v in vals]
-    g["link"] = [grid_url.format(code=c) for c in g["code"]]
-    frame, decimals = _display(g, tiles, extent)
-    props = ["code", "name", "value", "open", "total", "fill", "link"]
+    fills = dict(zip(g["code"].astype(str), g["fill"], strict=True))
+    props = ["name", "code", "value", "open", "total"]
+    pre, _, post = grid_url.partition("{code}")
     folium.GeoJson(
-        feature_collection(frame, props, precision=decimals, text=html_text, id_col="code"),
+        _cached_features(g, props, tiles, extent),
         name=ch.title,
-        style_function=lambda f: {"fillColor": f["properties"]["fill"], "fillOpacity": 0.65,
+        style_function=lambda f: {"fillColor": fills[f["id"]], "fillOpacity": 0.65,
                                   "color": "#555", "weight": 1},
         highlight_function=lambda _f: {"weight": 3, "color": "#000"},
         tooltip=folium.GeoJsonTooltip(
@@ -275,7 +340,8 @@ def overview_map(grids, layers: dict, ch: Choropleth, *, tiles: TileConfig,
                      label("open", locale), label("total", locale)], sticky=True),
         on_each_feature=folium.JsCode(
             "function (f, layer) { layer.on('dblclick', function () {"
-            " window.location = f.properties.link; }); }"),
+            f" window.location = {json.dumps(pre)} + encodeURIComponent(f.id) + "
+            f"{json.dumps(post)}; }}); }}"),
     ).add_to(m)
     for level in ("street", "community", "compound"):
         if level in layers and len(layers[level]):
@@ -372,3 +438,237 @@ def render_parts(m: folium.Map, vendor_url: str = DEFAULT_BASE_URL) -> dict[str,
     root.render()
     return {"header": root.header.render(), "html": root.html.render(),
             "script": root.script.render()}
+
+
+# -- the planner's map -----------------------------------------------------------------------
+HOT = "#d7191c"  # ColorBrewer RdBu ends: red for hot, blue for cold spots
+COLD = "#2c7bb6"
+CLUSTER = "#00441b"  # dark green: apart from the purple community lines and the reds
+_PLANNER_LABELS: dict[str, tuple[str, str]] = {
+    "hotspots": ("冷热点", "Hot and cold spots"),
+    "clusters": ("案件聚集区", "Case clusters"),
+    "hot": ("热点", "Hot spot"),
+    "cold": ("冷点", "Cold spot"),
+    "none": ("不显著", "Not significant"),
+    "island": ("无相邻网格，未检验", "No neighbour, not tested"),
+    "no_data": ("无数据", "No data"),
+    "class": ("冷热点", "Hot/cold"),
+    "z": ("Gi* z 值", "Gi* z-score"),
+    "p": ("p 值", "p-value"),
+    "q": ("FDR 校正后 p 值", "FDR-adjusted p"),
+    "count": ("案件数", "Cases"),
+    "categories": ("类别", "Categories"),
+    "compounds": ("涉及小区", "Compounds"),
+    "selected": ("所选区域", "Selected area"),
+    "cases_behind": ("查看这 {n} 件案件", "List these {n} cases"),
+    "hot_legend": ("热点：高值聚集（Getis–Ord Gi*，{conf}% 置信度，经 Benjamini–Hochberg "
+                   "错误发现率校正）",
+                   "Hot spot: high values cluster (Getis–Ord Gi*, {conf}% confidence, "
+                   "Benjamini–Hochberg false-discovery-rate correction)"),
+    "cold_legend": ("冷点：低值聚集（同上）", "Cold spot: low values cluster (same test)"),
+    "cluster_legend": ("案件聚集区：{r} 米内至少 {k} 件（DBSCAN）",
+                       "Cluster: at least {k} cases within {r} m (DBSCAN)"),
+    "no_spots": ("没有网格达到显著的冷热点", "No grid is a significant hot or cold spot"),
+    "test_note": ("{n} 个网格参与检验，Queen 邻接，{perms} 次置换；显著即 FDR 校正后 p ≤ {alpha}",
+                  "{n} grids tested, Queen contiguity, {perms} permutations; significant "
+                  "means FDR-adjusted p ≤ {alpha}"),
+}
+
+
+def _pl(key: str, locale: str) -> str:
+    zh, en = _PLANNER_LABELS.get(key) or (label(key, "zh"), label(key, "en"))
+    return en if locale.startswith("en") else zh
+
+
+def _num(v, fmt: str, locale: str) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return label("no_data", locale)
+    return fmt.format(f) if np.isfinite(f) else label("no_data", locale)
+
+
+def planner_legend_html(hot, clusters, locale: str) -> str:
+    """The legend of the hot/cold outlines and the cluster hulls: the confidence, the
+    false-discovery-rate correction and the cluster rule, every string escaped."""
+    attrs = getattr(hot, "attrs", {}) or {}
+    conf = float(attrs.get("confidence", 0.95))
+    rows = []
+    for key, colour in (("hot_legend", HOT), ("cold_legend", COLD)):
+        text = _pl(key, locale).format(conf=f"{conf * 100:g}")
+        rows.append(f'<div class="legend-row"><span class="swatch" style="background:'
+                    f'transparent;border:3px solid {colour}"></span>{html_text(text)}</div>')
+    if hot is not None and not hot["cls"].isin(["hot", "cold"]).any():
+        rows.append(f'<div class="legend-note" id="no-spots">'
+                    f'{html_text(_pl("no_spots", locale))}</div>')
+    if attrs:
+        note = _pl("test_note", locale).format(
+            n=int(attrs.get("tested", 0)), perms=int(attrs.get("permutations", 0)),
+            alpha=f"{float(attrs.get('alpha', 1 - conf)):g}")
+        rows.append(f'<div class="legend-note">{html_text(note)}</div>')
+    c_attrs = getattr(clusters, "attrs", {}) or {}
+    if clusters is not None:
+        text = _pl("cluster_legend", locale).format(r=f"{float(c_attrs.get('radius_m', 50)):g}",
+                                                   k=int(c_attrs.get("min_cases", 5)))
+        rows.append(f'<div class="legend-row"><span class="swatch" style="background:'
+                    f'{CLUSTER}66;border:2px solid {CLUSTER}"></span>{html_text(text)}</div>')
+    return (f'<div id="hotspot-legend" class="map-legend" data-confidence="{conf:g}" '
+            'style="left:10px;right:auto;bottom:52px;max-width:19rem">'
+            f'<div class="legend-title">{html_text(_pl("hotspots", locale))}</div>'
+            + "".join(rows) + "</div>")
+
+
+def planner_map(grids, hotspots_gdf, clusters_gdf, layers: dict, *, tiles: TileConfig,
+                locale: str = "zh", choropleth: Choropleth | None = None,
+                grid_url: str = "/grids/{code}", cluster_url: str | None = None,
+                category_names: dict | None = None, compound_names: dict | None = None,
+                focus=None) -> folium.Map:
+    """The planner's map: the grid choropleth of a metric, hot and cold grids outlined
+    over it, case clusters as hulls, and the community and street outlines.
+
+    Parameters
+    ----------
+    grids : GeoDataFrame
+        The grid layer with the metric column ``choropleth.column`` (e.g.
+        :meth:`gis.service.Hemei.coverage`); NaN is grey "no data".
+    hotspots_gdf : GeoDataFrame or None
+        :func:`gis.analysis.hotspots` of the same grids (``code``, ``z``, ``p``, ``q``,
+        ``cls`` and its ``attrs``): ``hot`` grids get a thick red outline, ``cold`` ones a
+        thick blue one, and the legend says the confidence and the Benjamini–Hochberg
+        false-discovery-rate correction.
+    clusters_gdf : GeoDataFrame or None
+        :func:`gis.analysis.clusters`: each hull with its count, categories and compounds
+        in the tooltip and, with ``cluster_url`` (``"…{cluster_id}…"``), a popup linking to
+        the cases behind it.
+    layers : dict
+        The boundary layers (``street``, ``community`` outlines are drawn).
+    tiles : TileConfig
+        The base map; on a GCJ-02 source every geometry is shifted for display.
+    choropleth : Choropleth
+        What colours the grids (its ``bins`` are computed here).
+    category_names, compound_names : dict, optional
+        Code → display name, for the cluster tooltips.
+    focus : shapely geometry, optional
+        The area chosen in the filters: the map is fitted to it and it is outlined.
+
+    Every string shown (names, categories, compounds) is escaped with
+    :func:`gis.escape.html_text`; links are the URLs given, put into ``href`` attributes
+    escaped as well.
+    """
+    import geopandas as gpd
+
+    ch = choropleth or Choropleth(column="open", title=label("open", locale))
+    bounds = tuple(grids.total_bounds)
+    extent = max(bounds[2] - bounds[0], bounds[3] - bounds[1])
+    fit = tuple(shapely.bounds(focus)) if focus is not None else bounds
+    m = base_map(fit, tiles)
+
+    # -- the choropleth, with each grid's Gi* result in its tooltip
+    ch.bins = classify(grids[ch.column], scheme=ch.scheme)
+    g = grids.copy()
+    g["fill"] = class_colours(g[ch.column], ch.bins, ch.better)
+    g["value"] = [_num(v, ch.fmt, locale) for v in g[ch.column].to_numpy(dtype=float)]
+    g["link"] = [grid_url.format(code=c) for c in g["code"]]
+    hot = None
+    if hotspots_gdf is not None:
+        hot = hotspots_gdf.set_index(hotspots_gdf["code"].astype(str))
+        codes = g["code"].astype(str)
+        g["spot"] = [_pl(c, locale) for c in codes.map(hot["cls"]).fillna("no_data")]
+        g["z"] = [_num(v, "{:.2f}", locale) for v in codes.map(hot["z"])]
+        g["p"] = [_num(v, "{:.3f}", locale) for v in codes.map(hot["p"])]
+        g["q"] = [_num(v, "{:.3f}", locale) for v in codes.map(hot["q"])]
+    props = ["code", "name", "value", "fill", "link"]
+    fields, aliases = ["name", "code", "value"], [label("grid", locale), label("code", locale),
+                                                  ch.title]
+    if hot is not None:
+        props += ["spot", "z", "p", "q"]
+        fields += ["spot", "z", "p", "q"]
+        aliases += [_pl(k, locale) for k in ("class", "z", "p", "q")]
+    frame, decimals = _display(g, tiles, extent)
+    folium.GeoJson(
+        feature_collection(frame, props, precision=decimals, text=html_text, id_col="code"),
+        name=ch.title,
+        style_function=lambda f: {"fillColor": f["properties"]["fill"], "fillOpacity": 0.6,
+                                  "color": "#666", "weight": 1},
+        highlight_function=lambda _f: {"weight": 3, "color": "#000"},
+        tooltip=folium.GeoJsonTooltip(fields=fields, aliases=aliases, sticky=True),
+        on_each_feature=folium.JsCode(
+            "function (f, layer) { layer.on('dblclick', function () {"
+            " window.location = f.properties.link; }); }"),
+    ).add_to(m)
+
+    for level in ("street", "community"):
+        if level in layers and len(layers[level]):
+            _outline_layer(m, layers[level], level, locale, tiles, extent)
+
+    # -- hot and cold grids outlined
+    if hotspots_gdf is not None:
+        spots = hotspots_gdf[hotspots_gdf["cls"].isin(["hot", "cold"])]
+        if len(spots):
+            s = spots.copy()
+            s["name"] = s["name"] if "name" in s else s["code"]
+            s["spot"] = [_pl(c, locale) for c in s["cls"]]
+            s["z"] = [_num(v, "{:.2f}", locale) for v in s["z"]]
+            s["p"] = [_num(v, "{:.3f}", locale) for v in s["p"]]
+            sf, _ = _display(s, tiles, extent)
+            folium.GeoJson(
+                feature_collection(sf, ["code", "name", "cls", "spot", "z", "p"],
+                                   precision=decimals, text=html_text, id_col="code"),
+                name=_pl("hotspots", locale),
+                style_function=lambda f: {
+                    "color": HOT if f["properties"]["cls"] == "hot" else COLD,
+                    "weight": 5, "opacity": 0.95, "fill": False},
+                tooltip=folium.GeoJsonTooltip(
+                    fields=["name", "spot", "z", "p"],
+                    aliases=[label("grid", locale), _pl("class", locale), _pl("z", locale),
+                             _pl("p", locale)], sticky=True),
+            ).add_to(m)
+
+    # -- case clusters
+    if clusters_gdf is not None and len(clusters_gdf):
+        cats = category_names or {}
+        comps = compound_names or {}
+        c = clusters_gdf.copy()
+        c["categories_label"] = [
+            "、".join(f"{cats.get(k, k)} {n}" for k, n in d.items()) for d in c["categories"]]
+        c["compounds_label"] = ["、".join(comps.get(k, k) for k in ks) or "—"
+                                for ks in c["compounds"]]
+        c["count"] = c["count"].astype(int)
+        cf, _ = _display(c, tiles)
+        fc = feature_collection(cf, ["cluster_id", "count", "categories_label",
+                                     "compounds_label"], precision=6, text=html_text,
+                                id_col="cluster_id")
+        if cluster_url:
+            for feat, cid, n in zip(fc["features"], c["cluster_id"], c["count"], strict=True):
+                link = cluster_url.format(cluster_id=int(cid))
+                text = _pl("cases_behind", locale).format(n=int(n))
+                feat["properties"]["popup"] = (
+                    f'<a class="cluster-link" href="{html_text(link)}">{html_text(text)}</a>')
+        folium.GeoJson(
+            fc, name=_pl("clusters", locale),
+            style_function=lambda _f: {"color": CLUSTER, "weight": 2, "fillColor": CLUSTER,
+                                       "fillOpacity": 0.35},
+            highlight_function=lambda _f: {"weight": 4, "fillOpacity": 0.5},
+            tooltip=folium.GeoJsonTooltip(
+                fields=["count", "categories_label", "compounds_label"],
+                aliases=[_pl("count", locale), _pl("categories", locale),
+                         _pl("compounds", locale)], sticky=True),
+            popup=(folium.GeoJsonPopup(fields=["popup"], labels=False) if cluster_url
+                   else None),
+        ).add_to(m)
+
+    if focus is not None:
+        ff, _ = _display(gpd.GeoDataFrame({"code": ["focus"], "name": [_pl("selected", locale)]},
+                                          geometry=[focus], crs="EPSG:4326"), tiles)
+        folium.GeoJson(
+            feature_collection(ff, ["code", "name"], precision=6, text=html_text),
+            name=_pl("selected", locale), control=False,
+            style_function=lambda _f: {"color": "#000", "weight": 3, "dashArray": "6 4",
+                                       "fill": False},
+        ).add_to(m)
+
+    folium.LayerControl(collapsed=True).add_to(m)
+    root = m.get_root().html
+    root.add_child(Element(legend_html(ch, locale)))
+    root.add_child(Element(planner_legend_html(hotspots_gdf, clusters_gdf, locale)))
+    return m

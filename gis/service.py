@@ -435,11 +435,18 @@ class Hemei:
         the all-time ``open``/``total`` counts the tooltips show."""
         from gis.coverage import METRICS, grid_metrics
 
+        key = (period.key, period.start.strftime("%Y%m%d%H"), period.end.strftime("%Y%m%d%H"),
+               self.store.data_version(), self._layers_version_key())
+        memo = self.__dict__.setdefault("_coverage_memo", {})
+        if key in memo:
+            return memo[key].copy()
         grids = self.grid_summary()
         metrics = grid_metrics(self.store, self.layers["grid"], period)
-        for key in METRICS:
-            grids[key] = grids["code"].map(metrics[key]).astype(float)
-        return grids
+        for k in METRICS:
+            grids[k] = grids["code"].map(metrics[k]).astype(float)
+        memo.clear()
+        memo[key] = grids
+        return grids.copy()
 
     def grid_summary(self):
         """The grid layer with per-grid case counts (``open``, ``total``) joined on."""

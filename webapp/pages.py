@@ -115,7 +115,7 @@ def overview():
 def _search_names() -> list[str]:
     layers = hemei().layers
     names = []
-    for level in ("grid", "compound", "community"):
+    for level in ("compound", "community"):
         if level in layers:
             names += layers[level]["name"].tolist()
     return sorted(set(names))
