@@ -310,42 +310,89 @@ def case_layers(m, *, locale: str, tiles: TileConfig, points_url: str, case_url:
     CaseLoader(cluster, heat_layer, options, script_url).add_to(m)
 
 
+class RemoteGeoJson(JSCSSMixin, MacroElement):
+    """A boundary layer whose geometry the browser fetches from ``url`` (simplified,
+    rounded, versioned and cached by HTTP) into its parent FeatureGroup, styled from a
+    small per-feature table embedded in the page.
+
+    At city scale the grid geometry is 85 % of an overview page and the same for every
+    metric, period and language; served once as its own cacheable file, the page keeps
+    only what changes: a colour, a value and two counts per grid. Tooltips are built in
+    the browser with ``textContent`` (see ``hemei-map.js``), so no name is parsed as HTML.
+    """
+
+    _template = Template("""
+{% macro script(this, kwargs) %}
+HemeiMap.remoteGeoJson({{ this._parent._parent.get_name() }}, {{ this._parent.get_name() }},
+                       {{ this.options_json }});
+{% endmacro %}
+""")
+
+    def __init__(self, options: dict, script_url: str):
+        super().__init__()
+        self._name = "RemoteGeoJson"
+        # ensure_ascii + "</" escaped: the JSON cannot close the surrounding <script>.
+        self.options_json = json.dumps(options, ensure_ascii=True,
+                                       separators=(",", ":")).replace("</", "<\\/")
+        self.default_js = [("hemei-map", script_url)]
+
+
+def display_geojson(gdf, tiles: TileConfig, extent: float) -> dict:
+    """A layer's display geometry (``code`` and ``name``; simplified together for the
+    zoom that fits ``extent``, rounded, shifted to the tile datum), for the browser to
+    fetch once per layer version. Names are plain text: the page sets them as text."""
+    fc = _cached_features(gdf, [], tiles, extent)
+    for feat, name in zip(fc["features"], gdf["name"].astype(str), strict=True):
+        feat["properties"] = {"code": feat["id"], "name": name}
+    return fc
+
+
+def _remote_layer(m, name: str, options: dict, script_url: str, show: bool = True):
+    group = folium.FeatureGroup(name=name, show=show)
+    RemoteGeoJson(options, script_url).add_to(group)
+    group.add_to(m)
+
+
 def overview_map(grids, layers: dict, ch: Choropleth, *, tiles: TileConfig,
                  locale: str = "zh", grid_url: str = "/grids/{code}",
-                 case_options: dict | None = None) -> folium.Map:
+                 case_options: dict | None = None,
+                 geometry_url: str = "/layers/{level}/display.geojson?v={version}",
+                 layer_version: str = "0",
+                 script_url: str = "/static/js/hemei-map.js") -> folium.Map:
     """The street overview: grids coloured by ``ch.column`` (classes from ``ch.scheme``,
     a legend, grey 'no data'), street/community/compound outlines with names on hover,
-    clustered cases and a heat map fed by bounding box, and a layer control."""
+    clustered cases and a heat map fed by bounding box, and a layer control.
+
+    The page embeds no geometry: each boundary layer is fetched from ``geometry_url``
+    (one versioned, cacheable file per layer), the grids are styled from a table of
+    ``code → [colour, value, open, total]`` embedded here."""
     bounds = tuple(grids.total_bounds)
-    extent = max(bounds[2] - bounds[0], bounds[3] - bounds[1])
     m = base_map(bounds, tiles)
     ch.bins = classify(grids[ch.column], scheme=ch.scheme)
-    g = grids.copy()
-    g["fill"] = class_colours(g[ch.column], ch.bins, ch.better)
-    vals = g[ch.column].to_numpy(dtype=float)
-    g["value"] = [ch.fmt.format(v) if np.isfinite(v) else label("no_data", locale)
-                  for v in vals]
-    fills = dict(zip(g["code"].astype(str), g["fill"], strict=True))
-    props = ["name", "code", "value", "open", "total"]
-    pre, _, post = grid_url.partition("{code}")
-    folium.GeoJson(
-        _cached_features(g, props, tiles, extent),
-        name=ch.title,
-        style_function=lambda f: {"fillColor": fills[f["id"]], "fillOpacity": 0.65,
-                                  "color": "#555", "weight": 1},
-        highlight_function=lambda _f: {"weight": 3, "color": "#000"},
-        tooltip=folium.GeoJsonTooltip(
-            fields=["name", "code", "value", "open", "total"],
-            aliases=[label("grid", locale), label("code", locale), ch.title,
-                     label("open", locale), label("total", locale)], sticky=True),
-        on_each_feature=folium.JsCode(
-            "function (f, layer) { layer.on('dblclick', function () {"
-            f" window.location = {json.dumps(pre)} + encodeURIComponent(f.id) + "
-            f"{json.dumps(post)}; }}); }}"),
-    ).add_to(m)
+    colours = class_colours(grids[ch.column], ch.bins, ch.better)
+    vals = grids[ch.column].to_numpy(dtype=float)
+    shown = [ch.fmt.format(v) if np.isfinite(v) else label("no_data", locale) for v in vals]
+    table = {str(code): [colour, text, int(o), int(t)] for code, colour, text, o, t in zip(
+        grids["code"], colours, shown, grids["open"].fillna(0), grids["total"].fillna(0),
+        strict=True)}
+    url = geometry_url.replace("{version}", layer_version)
+    _remote_layer(m, ch.title, {
+        "url": url.replace("{level}", "grid"), "values": table, "noData": NO_DATA,
+        "style": {"color": "#555", "weight": 1, "fillOpacity": 0.65},
+        "highlight": {"weight": 3, "color": "#000"},
+        "labels": [label("grid", locale), label("code", locale), ch.title,
+                   label("open", locale), label("total", locale)],
+        "link": grid_url, "marker": "grids",
+    }, script_url)
     for level in ("street", "community", "compound"):
         if level in layers and len(layers[level]):
-            _outline_layer(m, layers[level], level, locale, tiles, extent)
+            colour, weight = LINE[level]
+            _remote_layer(m, label(level, locale), {
+                "url": url.replace("{level}", level),
+                "style": {"color": colour, "weight": weight, "fill": False, "opacity": 0.9},
+                "labels": [label(level, locale), label("code", locale)],
+                "marker": level,
+            }, script_url)
     if case_options is not None:
         case_layers(m, locale=locale, tiles=tiles, **case_options)
     folium.LayerControl(collapsed=True).add_to(m)

@@ -101,7 +101,11 @@ def overview():
         m = maps.overview_map(grids, h.layers, ch, tiles=tiles(), locale=locale,
                               grid_url=url_for("pages.grid", code="CODE").replace(
                                   "CODE", "{code}"),
-                              case_options=_case_options(locale))
+                              case_options=_case_options(locale),
+                              geometry_url=url_for("pages.layer_display", level="LEVEL")
+                              .replace("LEVEL", "{level}") + "?v={version}",
+                              layer_version=_layers_version(),
+                              script_url=url_for("static", filename="js/hemei-map.js"))
         open_total = int(grids["open"].fillna(0).sum())
         return render_template(
             "overview.html", map=_render(m), metrics=METRICS, metric=metric,
@@ -110,6 +114,37 @@ def overview():
             search_names=_search_names(), generated=now)
 
     return respond(current_app.extensions["hemei_pages"].get_or_render(key, render))
+
+
+def _layers_version() -> str:
+    return "-".join(str(v) for v in hemei()._layers_version_key())
+
+
+@bp.get("/layers/<level>/display.geojson")
+def layer_display(level: str):
+    """A boundary layer's display geometry (simplified for the overview, rounded, in the
+    tile datum): one file per layer version, fetched once and cached by the browser."""
+    h = hemei()
+    gdf = h.layers.get(level)
+    if gdf is None:
+        raise NotFound(f"no layer {level!r}")
+    version = _layers_version()
+    key = ("display", level, version, tiles().datum)
+
+    def render() -> str:
+        import json
+
+        b = h.layers["grid"].total_bounds  # the same tolerance for every layer
+        extent = max(b[2] - b[0], b[3] - b[1])
+        return json.dumps(maps.display_geojson(gdf, tiles(), extent), ensure_ascii=False,
+                          separators=(",", ":"))
+
+    resp = respond(current_app.extensions["hemei_pages"].get_or_render(key, render),
+                   mimetype="application/geo+json")
+    if request.args.get("v") == version:
+        # The URL names the layer version, so the file can be kept for a day.
+        resp.headers["Cache-Control"] = "public, max-age=86400"
+    return resp
 
 
 def _search_names() -> list[str]:

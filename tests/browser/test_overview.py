@@ -34,7 +34,7 @@ def test_overview_renders_one_shape_per_grid_offline_with_a_legend(page_factory,
     n_grids = len(app.extensions["hemei"].layers["grid"])
     page, watch = page_factory(viewport={"width": 1280, "height": 800})
     page.goto(base + "/", wait_until="networkidle")
-    page.wait_for_selector(".folium-map[data-cases-loaded]")
+    page.wait_for_selector(".folium-map[data-cases-loaded][data-grids-loaded]")
     fills = _filled_paths(page)
     assert len(fills) >= n_grids
     legend = page.locator("#map-legend")
@@ -54,10 +54,12 @@ def test_changing_the_metric_changes_the_legend_and_the_colours(page_factory, li
     base, _app = live_server
     page, watch = page_factory(viewport={"width": 1280, "height": 800})
     page.goto(base + "/?metric=open", wait_until="networkidle")
+    page.wait_for_selector(".folium-map[data-grids-loaded]")
     before_title = page.locator("#map-legend .legend-title").inner_text()
     before = _filled_paths(page)
     with page.expect_navigation(wait_until="networkidle"):
         page.select_option("#metric-select", "resolution_rate")
+    page.wait_for_selector(".folium-map[data-grids-loaded]")
     assert page.url.endswith("metric=resolution_rate&period=30d&scheme=natural_breaks")
     after_title = page.locator("#map-legend .legend-title").inner_text()
     assert after_title != before_title
@@ -72,6 +74,7 @@ def test_hovering_a_grid_shows_its_tooltip_with_counts(page_factory, live_server
     row = summary.sort_values("open", ascending=False).iloc[0]
     page, _watch = page_factory(viewport={"width": 1280, "height": 800})
     page.goto(base + "/", wait_until="networkidle")
+    page.wait_for_selector(".folium-map[data-grids-loaded]")
     p = row.geometry.representative_point()
     x, y = _screen_xy(page, p.x, p.y)
     page.mouse.click(x, y)

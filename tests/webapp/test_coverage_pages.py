@@ -140,7 +140,8 @@ def amap_client(instance):
 def test_gcj02_tiles_shift_every_geometry_for_display(amap_client, hemei):
     html = amap_client.get("/").get_data(as_text=True)
     assert "autonavi.com" in html and '"datum": "gcj02"' in html.replace('":"', '": "')
-    m = re.search(r'"coordinates": ?\[\[\[(\d+\.\d+), ?(\d+\.\d+)\]', html)
+    geo = amap_client.get("/layers/grid/display.geojson").get_data(as_text=True)
+    m = re.search(r'"coordinates": ?\[\[\[(\d+\.\d+), ?(\d+\.\d+)\]', geo)
     lon, lat = float(m.group(1)), float(m.group(2))
     # The drawn vertex converts back to a WGS-84 vertex of a stored grid (≈ 1 m).
     wlon, wlat = gcj02_to_wgs84(lon, lat)

@@ -21,33 +21,43 @@ def _embedded(html: str, prop: str) -> dict:
     raise AssertionError(f"no GeoJSON with {prop!r} in the page")
 
 
-def _grid_geojson(html: str) -> dict:
-    return _embedded(html, "open")
+def _remote_layers(html: str) -> list[dict]:
+    """The options of every boundary layer the page fetches (url, values table …)."""
+    return [json.loads(m.group(1)) for m in
+            re.finditer(r"HemeiMap\.remoteGeoJson\([^,]+,\s*[^,]+,\s*(\{.*?\})\);", html, re.S)]
 
 
 def test_overview_has_one_shape_per_grid_with_counts_and_a_legend(client, hemei):
     r = client.get("/")
     assert r.status_code == 200
     html = r.get_data(as_text=True)
-    fc = _grid_geojson(html)
+    layers = {o["marker"]: o for o in _remote_layers(html)}
+    assert set(layers) == {"grids", "street", "community", "compound"}
     grids = hemei.grid_summary().set_index("code")
-    assert len(fc["features"]) == len(grids)
-    for f in fc["features"]:
-        p = f["properties"]
-        assert p["open"] == grids.loc[p["code"], "open"]
-        assert p["total"] == grids.loc[p["code"], "total"]
+    table = layers["grids"]["values"]
+    assert set(table) == set(grids.index)
+    for code, (_colour, _value, open_, total) in table.items():
+        assert open_ == grids.loc[code, "open"] and total == grids.loc[code, "total"]
+    # The geometry is one file per layer, with one feature per grid.
+    fc = client.get(layers["grids"]["url"]).get_json()
+    assert sorted(f["id"] for f in fc["features"]) == sorted(grids.index)
+    assert all(f["properties"]["name"] == grids.loc[f["id"], "name"] for f in fc["features"])
     assert 'id="map-legend"' in html and "无数据" in html and "越少越好" in html
-    # Grids with the most open cases get the darkest class (folium's style switch).
-    top = max(fc["features"], key=lambda f: f["properties"]["open"])
-    styles = re.findall(r'((?:case "\d+": )+)\s*return \{[^}]*"fillColor": "(#[0-9a-f]{6})"',
-                        html)
-    colour = {code: fill for cases, fill in styles
-              for code in re.findall(r'case "(\d+)"', cases)}
-    darkest = "#bd0026"
-    if top["id"] in colour:
-        assert colour[top["id"]] == darkest
-    else:  # the most common style is folium's "default" branch
-        assert darkest in html
+    # Grids with the most open cases get the darkest class.
+    top = grids["open"].idxmax()
+    assert table[top][0] == "#bd0026"
+    # No geometry is embedded in the page itself.
+    assert '"coordinates"' not in html
+
+
+def test_display_geometry_is_versioned_cached_and_compressed(client):
+    html = client.get("/").get_data(as_text=True)
+    url = {o["marker"]: o for o in _remote_layers(html)}["grids"]["url"]
+    r = client.get(url, headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200 and r.headers["Content-Encoding"] == "gzip"
+    assert "max-age=86400" in r.headers["Cache-Control"]
+    assert client.get(url, headers={"If-None-Match": r.headers["ETag"]}).status_code == 304
+    assert client.get("/layers/province/display.geojson").status_code == 404
 
 
 def test_overview_in_english(client):

@@ -110,5 +110,60 @@
     load();
   }
 
-  global.HemeiMap = { attach: attach, toGcj: toGcj, toWgs: toWgs };
+  /* A boundary layer fetched from its own (versioned, cached) GeoJSON file into `group`.
+   * o.values (grids): code -> [colour, value text, open, total]; the tooltip shows the
+   * name, code and those numbers under o.labels. Everything is set as text. */
+  function remoteGeoJson(map, group, o) {
+    function tip(f) {
+      var box = el("div", null, { "class": "area-tip" });
+      var v = o.values ? o.values[f.id] : null;
+      var rows = [[o.labels[0], f.properties.name], [o.labels[1], f.properties.code]];
+      if (o.values) {
+        rows.push([o.labels[2], v ? v[1] : ""], [o.labels[3], v ? v[2] : 0],
+                  [o.labels[4], v ? v[3] : 0]);
+      }
+      var table = el("table");
+      rows.forEach(function (r) {
+        var tr = el("tr");
+        tr.appendChild(el("th", r[0]));
+        tr.appendChild(el("td", r[1]));
+        table.appendChild(tr);
+      });
+      box.appendChild(table);
+      return box;
+    }
+    fetch(o.url, { credentials: "same-origin" }).then(function (r) { return r.json(); })
+      .then(function (data) {
+        var base = o.style || {};
+        var layer = L.geoJSON(data, {
+          style: function (f) {
+            var s = Object.assign({}, base);
+            if (o.values) {
+              var v = o.values[f.id];
+              s.fillColor = v ? v[0] : o.noData;
+            }
+            return s;
+          },
+          onEachFeature: function (f, lyr) {
+            lyr.bindTooltip(function () { return tip(f); }, { sticky: true });
+            if (o.highlight) {
+              lyr.on("mouseover", function () { lyr.setStyle(o.highlight); });
+              lyr.on("mouseout", function () { layer.resetStyle(lyr); });
+            }
+            if (o.link) {
+              lyr.on("dblclick", function () {
+                window.location = o.link.replace("{code}", encodeURIComponent(f.id));
+              });
+            }
+          }
+        });
+        group.addLayer(layer);
+        if (o.marker === "grids") layer.bringToBack();
+        var c = map.getContainer();
+        c.setAttribute("data-" + o.marker + "-loaded", String(data.features.length));
+      });
+  }
+
+  global.HemeiMap = { attach: attach, remoteGeoJson: remoteGeoJson, toGcj: toGcj,
+                      toWgs: toWgs };
 })(window);
