@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask_babel import gettext, ngettext
 
 from gis.accounts import ORG_KINDS, ROLES
 from gis.errors import Conflict, InvalidInput, NotFound
@@ -23,7 +24,8 @@ def _org_id(value: str | None) -> int | None:
         org_id = int(value)
         hemei().accounts.org(org_id)
     except (ValueError, NotFound):
-        raise InvalidInput(f"no organisation with id {value!r}", field="org_id") from None
+        raise InvalidInput(gettext("There is no organisation with the id %(id)s",
+                                   id=repr(value)), field="org_id") from None
     return org_id
 
 
@@ -81,7 +83,8 @@ def assign(user_id: int):
     grids = request.form.getlist("grids")
     unknown = set(grids) - set(h.layers["grid"]["code"])
     if unknown:
-        return _page(f"unknown grid code(s): {', '.join(sorted(unknown))}", 400)
+        return _page(ngettext("Unknown grid code: %(codes)s", "Unknown grid codes: %(codes)s",
+                              len(unknown), codes=", ".join(sorted(unknown))), 400)
     try:
         org = _org_id(request.form.get("org_id"))
     except InvalidInput as err:

@@ -41,6 +41,7 @@ from flask import (
     send_file,
     url_for,
 )
+from flask_babel import gettext, ngettext
 
 from gis.cases import Case, status_label, utcnow
 from gis.catalogue import get_category, load_catalogue
@@ -48,6 +49,7 @@ from gis.errors import Conflict, HemeiError, InvalidInput, NotFound
 from gis.locate import check_lon_lat
 from gis.workflow import FAR_M, QUANTITIES, allowed_for, can_read, geodesic_m
 from webapp.auth import web_user
+from webapp.i18n import get_locale
 
 bp = Blueprint("field", __name__, url_prefix="/m")
 
@@ -62,29 +64,73 @@ ADMIN_LIST_LIMIT = 200
 BEIJING = timedelta(hours=8)
 _KEY = re.compile(r"[0-9a-f]{64}\.(?:jpg|png)")
 
+
+def N_(message: str) -> str:
+    """Mark ``message`` for ``pybabel extract`` without translating it: the labels below
+    are module constants in English, translated by :func:`tr` where they are shown."""
+    return message
+
+
+def tr(message: str) -> str:
+    """``message`` (marked with :func:`N_`) in the reader's language."""
+    return gettext(message)
+
+
+def translated(labels: dict[str, str]) -> dict[str, str]:
+    """A table of :func:`N_` labels in the reader's language."""
+    return {k: tr(v) for k, v in labels.items()}
+
+
 #: The button of each move, in the words people use on site.
 MOVE_LABELS = {
-    "verified": "核实属实", "filed": "立案", "rejected": "不予立案", "dispatched": "派遣",
-    "claimed": "认领", "in_progress": "开始处置", "resolved": "处置完成",
-    "closed": "核查通过，结案", "reopened": "退回返工", "closed_not_fixed": "结案（未解决）",
+    "verified": N_("Confirm it is true"), "filed": N_("File the case"),
+    "rejected": N_("Do not file"), "dispatched": N_("Dispatch"),
+    "claimed": N_("Claim"), "in_progress": N_("Start the work"),
+    "resolved": N_("Work done"),
+    "closed": N_("Check passed, close the case"),
+    "reopened": N_("Send back for rework"),
+    "closed_not_fixed": N_("Close (not fixed)"),
 }
 #: Moves whose form needs more than one tap (they open a small form first).
 DETAILED_MOVES = {"rejected", "dispatched", "resolved", "reopened", "closed_not_fixed"}
-QUANTITY_LABELS = {"road_m": "修复路面（米）", "area_m2": "修补面积（平方米）",
-                   "lamps": "修复路灯（盏）", "parking_spaces": "施划车位（个）",
-                   "patches": "修补坑槽（处）"}
-EVENT_KINDS = {"comment": "补充情况", "extension": "延期", "needs": "需求清单",
-               "evaluation": "居民评价", "feedback": "反馈"}
+QUANTITY_LABELS = {"road_m": N_("Road surface repaired (m)"),
+                   "area_m2": N_("Area patched (m²)"),
+                   "lamps": N_("Street lights repaired"),
+                   "parking_spaces": N_("Parking spaces marked"),
+                   "patches": N_("Potholes patched")}
+EVENT_KINDS = {"comment": N_("More information added"),
+               "extension": N_("Extension"), "needs": N_("Needs list"),
+               "evaluation": N_("Residents' evaluation"),
+               "feedback": N_("Feedback")}
 
-#: A short Chinese lead for the (English) messages of gis errors, by code, then by field.
-ERROR_HINTS = {"outside_jurisdiction": "位置不在本街道辖区内", "forbidden": "您没有权限这样做",
-               "conflict": "案件状态已变化，请刷新后再试", "photo_too_large": "照片太大",
-               "not_found": "找不到该案件"}
-FIELD_HINTS = {"photo": "照片无法使用", "photos": "照片无法使用", "category": "请选择问题类别",
-               "description": "请填写问题描述", "lon": "位置有误", "lat": "位置有误",
-               "note": "请填写说明", "line": "维修线有误", "quantities": "工程量有误",
-               "assignee_org": "请选择处置单位", "accuracy": "定位精度有误", "to": "操作有误"}
+#: A short lead in the reader's language for the (English) messages of gis errors, by
+#: code, then by field.
+ERROR_HINTS = {
+    "outside_jurisdiction": N_("The location is outside this street"),
+    "forbidden": N_("You are not allowed to do this"),
+    "conflict": N_("The case has changed meanwhile; please reload and try again"),
+    "photo_too_large": N_("The photo is too large"),
+    "not_found": N_("Case not found")}
+FIELD_HINTS = {
+    "photo": N_("The photo cannot be used"),
+    "photos": N_("The photo cannot be used"),
+    "category": N_("Please choose the type of problem"),
+    "description": N_("Please describe the problem"),
+    "lon": N_("The location is not valid"),
+    "lat": N_("The location is not valid"),
+    "note": N_("Please add a note"),
+    "line": N_("The repair line is not valid"),
+    "quantities": N_("The quantities are not valid"),
+    "assignee_org": N_("Please choose the organisation that handles it"),
+    "accuracy": N_("The location accuracy is not valid"),
+    "to": N_("This action is not valid")}
 _CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+class Told(InvalidInput):
+    """Bad input whose message is already written for the reader, in their language: a
+    form shows it as it is, with no hint in front."""
+
 
 assert set(QUANTITY_LABELS) == set(QUANTITIES)
 
@@ -117,19 +163,26 @@ def map_config(**extra) -> dict:
 
 
 def message(err: HemeiError) -> dict[str, str]:
-    """``{field: text}`` for a form: the message, led by a Chinese hint unless it is
-    Chinese already."""
+    """``{field: text}`` for a form: the message, led by a hint in the reader's language
+    unless it was written for the reader (:class:`Told`) or is Chinese already."""
     hint = ERROR_HINTS.get(err.code) or FIELD_HINTS.get(err.field or "")
-    text = err.message if (hint is None or _CJK.search(err.message)) else (
-        f"{hint}（{err.message}）")
+    if hint is None or isinstance(err, Told) or _CJK.search(err.message):
+        text = err.message
+    else:
+        text = tr(hint) + _aside(err.message)
     return {err.field or "form": text}
+
+
+def _aside(text: str) -> str:
+    """``text`` in brackets after what it explains: `` (text)``, in Chinese ``（text）``."""
+    return f"（{text}）" if get_locale() == "zh" else f" ({text})"
 
 
 def _photos_from_request(name: str = "photos") -> list[bytes]:
     blobs = [f.read() for f in request.files.getlist(name) if f.filename]
     if len(blobs) > MAX_PHOTOS:
-        raise InvalidInput(f"最多 {MAX_PHOTOS} 张照片 (at most {MAX_PHOTOS} photos)",
-                           field="photos")
+        raise Told(ngettext("At most %(num)d photo", "At most %(num)d photos", MAX_PHOTOS),
+                   field="photos")
     return blobs
 
 
@@ -137,8 +190,10 @@ def _row(c: Case, now: datetime) -> dict:
     """A case as a line of a work list."""
     h = hemei()
     overdue = c.is_overdue(now)
+    locale = get_locale()
     return {"id": c.id, "title": c.title, "status": c.status,
-            "status_label": status_label(c.status), "category": get_category(c.category).zh,
+            "status_label": status_label(c.status, locale),
+            "category": get_category(c.category).label(locale),
             "due_at": c.due_at, "overdue": overdue,
             "overdue_days": math.ceil((now - c.due_at).total_seconds() / 86400)
             if overdue else 0,
@@ -165,34 +220,36 @@ def home():
     if user.role == "grid_worker":
         opened, _ = store.list_cases(grids=user.grids, status="open", limit=None)
         resolved, _ = store.list_cases(grids=user.grids, status="resolved", limit=None)
-        sections.append({"id": "open-cases", "title": "我的网格 · 待办案件",
+        sections.append({"id": "open-cases", "title": gettext("My grids · open cases"),
                          "rows": [_row(c, now) for c in _by_urgency(opened)],
-                         "empty": "没有未结案件"})
-        sections.append({"id": "to-check", "title": "已处置 · 待我核查",
+                         "empty": gettext("No open cases")})
+        sections.append({"id": "to-check", "title": gettext("Resolved · waiting for my check"),
                          "rows": [_row(c, now) for c in _by_urgency(resolved)],
-                         "empty": "没有待核查的案件"})
+                         "empty": gettext("No cases to check")})
     elif user.role == "field_staff":
         mine = []
         if user.org_id is not None:
             mine, _ = store.list_cases(org=user.org_id, status=list(FIELD_STATUSES), limit=None)
         claimable, _ = store.list_cases(needs="any", published=True, status="filed",
                                         limit=None)
-        sections.append({"id": "org-cases", "title": f"{user.org_name or '本单位'} · 待处置",
+        org = user.org_name or gettext("My organisation")
+        sections.append({"id": "org-cases", "title": gettext("%(org)s · to handle", org=org),
                          "rows": [_row(c, now) for c in _by_urgency(mine)],
-                         "empty": "没有派给本单位的案件"})
-        sections.append({"id": "claimable", "title": "需求清单 · 可认领",
+                         "empty": gettext("No cases dispatched to your organisation")})
+        sections.append({"id": "claimable", "title": gettext("Needs list · open to claim"),
                          "rows": [_row(c, now) for c in _by_urgency(claimable)],
-                         "empty": "暂无可认领的项目"})
+                         "empty": gettext("Nothing to claim at the moment")})
     else:
         opened, _ = store.list_cases(status="open", limit=None)
         if user.role == "planner":
             opened = [c for c in opened
                       if user.area_code in (c.street_code, c.community_code)]
         opened = _by_urgency(opened)
-        sections.append({"id": "open-cases", "title": f"全部未结案件（{len(opened)}）",
+        sections.append({"id": "open-cases",
+                         "title": gettext("All open cases (%(num)d)", num=len(opened)),
                          "rows": [_row(c, now) for c in opened[:ADMIN_LIST_LIMIT]],
                          "more": max(len(opened) - ADMIN_LIST_LIMIT, 0),
-                         "empty": "没有未结案件"})
+                         "empty": gettext("No open cases")})
     return render_template("field/home.html", user=user, sections=sections, when=when,
                            can_report=user.role in REPORTERS)
 
@@ -239,8 +296,8 @@ def report():
         payload = {"category": form.get("category"), "description": form.get("description"),
                    "lon": form.get("lon"), "lat": form.get("lat"), "source": "patrol"}
         if not payload["lon"] and not payload["lat"]:
-            raise InvalidInput("还没有位置：请定位或在地图上点选 (no location yet)",
-                               field="lon")
+            raise Told(gettext("No location yet: locate the phone or tap the map"),
+                       field="lon")
         if form.get("confirm_new") != "1":
             lon, lat = check_lon_lat(payload["lon"], payload["lat"])
             get_category(payload["category"])
@@ -250,13 +307,14 @@ def report():
         case = h.report(payload, actor=user.display_name, photos=photos)
     except HemeiError as err:
         return _render_report(message(err), err.status)
-    flash(f"已上报，案件编号 #{case.id}（reported）", "field-ok")
+    flash(gettext("Reported as case #%(id)d", id=case.id), "field-ok")
     return redirect(url_for("field.case", case_id=case.id))
 
 
 def _dup(c: Case, dist: float) -> dict:
     return {"id": c.id, "title": c.title, "status": c.status,
-            "status_label": status_label(c.status), "distance_m": round(dist, 1),
+            "status_label": status_label(c.status, get_locale()),
+            "distance_m": round(dist, 1),
             "created_at": c.created_at.isoformat(timespec="seconds") + "Z",
             "created": when(c.created_at), "url": url_for("field.case", case_id=c.id),
             "add_url": url_for("field.add_to_case", case_id=c.id)}
@@ -306,7 +364,7 @@ def photo_location():
         return _json_error(err)
     if info.gps is None:
         return jsonify({"lon": None, "lat": None, "inside": False,
-                        "message": "照片没有位置信息 (no GPS in this photo)"})
+                        "message": gettext("This photo carries no location")})
     lon, lat = round(info.gps[0], 7), round(info.gps[1], 7)
     chain = hemei().locator.locate(lon, lat)
     return jsonify({"lon": lon, "lat": lat, "inside": chain is not None,
@@ -324,11 +382,11 @@ def add_to_case(case_id: int):
         photos = _photos_from_request()
         note = (form.get("description") or form.get("note") or "").strip()
         if len(note) > 4000:
-            raise InvalidInput("补充说明最多 4000 字 (at most 4000 characters)",
-                               field="description")
+            raise Told(gettext("The note may have at most %(num)d characters", num=4000),
+                       field="description")
         if not note and not photos:
-            raise InvalidInput("请写一句补充说明或附上照片 (add a note or a photo)",
-                               field="description")
+            raise Told(gettext("Please write a note or attach a photo"),
+                       field="description")
         data: dict = {}
         if form.get("lon") or form.get("lat"):
             lon, lat = check_lon_lat(form.get("lon"), form.get("lat"))
@@ -340,7 +398,7 @@ def add_to_case(case_id: int):
         raise
     except HemeiError as err:
         return _render_report(message(err), err.status)
-    flash(f"已补充到案件 #{case.id}，没有新建案件 (added to the existing case)", "field-ok")
+    flash(gettext("Added to case #%(id)d; no new case was made", id=case.id), "field-ok")
     return redirect(url_for("field.case", case_id=case.id))
 
 
@@ -365,23 +423,26 @@ def _case_photos(case: Case) -> list[dict]:
 
 def _history(case: Case, staff: bool) -> list[dict]:
     out = []
+    locale = get_locale()
     for ev in case.history:
         data = ev.get("data") or {}
         if ev["kind"] == "transition":
-            what = (f"{status_label(ev['from'])} → {status_label(ev['to'])}" if ev["from"]
-                    else status_label(ev["to"]))
+            what = (f"{status_label(ev['from'], locale)} → {status_label(ev['to'], locale)}"
+                    if ev["from"] else status_label(ev["to"], locale))
         else:
-            what = EVENT_KINDS.get(ev["kind"], ev["kind"])
+            what = tr(EVENT_KINDS[ev["kind"]]) if ev["kind"] in EVENT_KINDS else ev["kind"]
         extra = []
         if data.get("distance_m") is not None:
-            extra.append(f"距案件 {data['distance_m']:.0f} 米" + ("（偏远）" if data.get("far")
-                                                                 else ""))
+            metres = f"{data['distance_m']:.0f}"
+            extra.append(gettext("%(num)s m from the case (far)", num=metres)
+                         if data.get("far") else
+                         gettext("%(num)s m from the case", num=metres))
         if data.get("line_length_m") is not None:
-            extra.append(f"维修线 {data['line_length_m']:.1f} 米")
+            extra.append(gettext("Repair line %(num)s m", num=f"{data['line_length_m']:.1f}"))
         for k, v in (data.get("quantities") or {}).items():
-            extra.append(f"{QUANTITY_LABELS.get(k, k)} {v:g}")
+            extra.append(f"{tr(QUANTITY_LABELS[k]) if k in QUANTITY_LABELS else k} {v:g}")
         if data.get("photos"):
-            extra.append(f"照片 {len(data['photos'])} 张")
+            extra.append(ngettext("%(num)d photo", "%(num)d photos", len(data["photos"])))
         out.append({"at": ev["at"], "what": what, "note": ev["note"], "extra": extra,
                     "actor": ev["actor"] if staff else None, "kind": ev["kind"],
                     "far": bool(data.get("far"))})
@@ -406,10 +467,12 @@ def _render_case(case: Case, user, *, error: dict | None = None, status: int = 2
         # The resident was promised: name and phone only for the responsible grid worker.
         show_reporter=user.role == "admin" or (user.role == "grid_worker"
                                                and case.grid_code in user.grids),
-        move_labels=MOVE_LABELS, detailed=DETAILED_MOVES, quantities=QUANTITY_LABELS,
+        move_labels=translated(MOVE_LABELS), detailed=DETAILED_MOVES,
+        quantities=translated(QUANTITY_LABELS),
         orgs=h.accounts.orgs() if "dispatched" in moves else [],
         photos=_case_photos(case) if staff else [], history=_history(case, staff),
-        category=get_category(case.category), status=status_label(case.status),
+        category=get_category(case.category),
+        status=status_label(case.status, get_locale()),
         grid_name=h.locator.name("grid", case.grid_code) or case.grid_code,
         compound_name=h.locator.name("compound", case.compound_code), org=org,
         overdue=case.is_overdue(), when=when, far_m=FAR_M, error=error or {},
@@ -429,8 +492,8 @@ def _number(raw: str, name: str) -> float | int:
     try:
         v = float(raw)
     except ValueError:
-        raise InvalidInput(f"{QUANTITY_LABELS[name]} 应是数字 (must be a number)",
-                           field="quantities") from None
+        raise Told(gettext("%(label)s must be a number", label=tr(QUANTITY_LABELS[name])),
+                   field="quantities") from None
     return int(v) if v.is_integer() else v
 
 
@@ -446,8 +509,8 @@ def _move_payload(form) -> dict:
         try:
             payload["line"] = json.loads(form["line"])
         except ValueError:
-            raise InvalidInput("维修线数据有误 (the repair line is not valid)",
-                               field="line") from None
+            raise Told(gettext("The repair line data are not valid"),
+                       field="line") from None
     q = {k: _number(form[f"q_{k}"].strip(), k) for k in QUANTITIES
          if (form.get(f"q_{k}") or "").strip()}
     if q:
@@ -470,17 +533,20 @@ def move(case_id: int):
             current = h.store.get_case(case_id)
         return _render_case(current, user, error=message(err),
                             status=err.status, active=to)
-    flash(f"{MOVE_LABELS.get(to, to)}：案件现为「{status_label(case.status)}」", "field-ok")
+    flash(gettext("%(action)s: the case is now “%(status)s”",
+                  action=tr(MOVE_LABELS[to]) if to in MOVE_LABELS else to,
+                  status=status_label(case.status, get_locale())), "field-ok")
     for w in warnings:
-        flash(_warning_zh(w), "field-warn")
+        flash(_warning(w), "field-warn")
     return redirect(url_for("field.case", case_id=case.id))
 
 
-def _warning_zh(text: str) -> str:
+def _warning(text: str) -> str:
+    """A warning of ``Hemei.move`` (English) in the reader's language, when it is known."""
     m = re.match(r"you are (\d+) m from the case", text)
     if m:
-        return (f"您距离案件位置约 {m.group(1)} 米（超过 {FAR_M:.0f} 米），已记录该距离。"
-                f"（{text}）")
+        return gettext("You are about %(num)s m from the case (more than %(far)s m); the "
+                       "distance has been recorded.", num=m.group(1), far=f"{FAR_M:.0f}")
     return text
 
 
@@ -543,9 +609,10 @@ def patrol():
             status = err.status
         else:
             name = hemei().locator.name("grid", out["grid_code"]) or out["grid_code"]
-            flash(f"已签到：{name}，{when(out['at'], '%H:%M')}（checked in）", "field-ok")
+            flash(gettext("Checked in: %(grid)s, %(time)s", grid=name,
+                          time=when(out["at"], "%H:%M")), "field-ok")
             if user.role == "grid_worker" and out["grid_code"] not in user.grids:
-                flash(f"{name} 不是您负责的网格 (not one of your grids)", "field-warn")
+                flash(gettext("%(grid)s is not one of your grids", grid=name), "field-warn")
             return redirect(url_for("field.patrol"))
     return render_template("field/patrol.html", user=user, grids=_grid_rows(user),
                            error=error, when=when, form=request.form,

@@ -49,7 +49,7 @@ def _by_urgency(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["due_at"] is None, r["due_at"] or datetime.max))
 
 
-@bp.after_request
+@bp.after_app_request
 def remember_language(resp):
     lang = request.args.get("lang")
     if lang in ("zh", "en"):

@@ -9,6 +9,7 @@ import secrets
 
 import segno
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask_babel import gettext, ngettext
 
 from gis.cases import status_label
 from gis.catalogue import load_catalogue
@@ -59,7 +60,7 @@ def qr(code: str, fmt: str):
 
 @bp.route("/r/<compound>", methods=["GET", "POST"])
 def report(compound: str):
-    """The residents' report page for one compound (Chinese; no account)."""
+    """The residents' report page for one compound (no account)."""
     row = _compound(compound)
     cats = load_catalogue()
     errors: dict[str, str] = {}
@@ -69,7 +70,8 @@ def report(compound: str):
         photos = [f.read() for f in request.files.getlist("photos") if f.filename]
         try:
             if len(photos) > MAX_PHOTOS:
-                raise InvalidInput(f"at most {MAX_PHOTOS} photos", field="photos")
+                raise InvalidInput(ngettext("At most %(num)d photo", "At most %(num)d photos",
+                                            MAX_PHOTOS), field="photos")
             payload = {"category": form.get("category"), "description": form.get("description"),
                        "source": "resident"}
             if form.get("lon") or form.get("lat"):
@@ -81,7 +83,8 @@ def report(compound: str):
             name = (form.get("name") or "").strip()[:100] or None
             phone = (form.get("phone") or "").strip()
             if phone and not re.fullmatch(r"[0-9+\- ]{5,20}", phone):
-                raise InvalidInput("电话号码格式不对 (phone number looks wrong)", field="phone")
+                raise InvalidInput(gettext("The phone number does not look right"),
+                                   field="phone")
             code = secrets.token_urlsafe(12)  # 96 random bits: cannot be guessed
             hemei().report(payload, actor="居民", photos=photos, compound=compound,
                            extra={"tracking_code": code, "reporter_name": name,
@@ -91,7 +94,7 @@ def report(compound: str):
             errors[err.field or "form"] = err.message
     status = 400 if errors else 200
     return render_template("resident/report.html", compound=row, categories=cats.values(),
-                           errors=errors, form=form), status
+                           errors=errors, form=form, max_photos=MAX_PHOTOS), status
 
 
 def _steps(case) -> dict:
