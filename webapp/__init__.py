@@ -63,6 +63,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     auth.csrf.exempt(api.bp)  # the API takes tokens, never the session cookie, for writes
     app.register_blueprint(field.bp)
+    from webapp.cache import compress_json
+
+    app.after_request(compress_json)
     resident.init_app(app)
     app.register_blueprint(resident.bp)
     app.register_blueprint(admin.bp)
@@ -70,4 +73,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     auth.csrf.exempt(open311.bp)  # Open311 POSTs carry an api_key, not a session
     from webapp import ogc
     app.register_blueprint(ogc.bp)  # OGC API – Features at /ogc/
+    from webapp import analytics
+    app.register_blueprint(analytics.api)  # clusters, hotspots, indicators … under /api/v1
+    app.register_blueprint(analytics.bp)  # the planner's page at /planner
+    from webapp import apidoc
+    app.register_blueprint(apidoc.bp)  # /api/v1/openapi.json and /api/v1/docs
     return app
