@@ -204,5 +204,188 @@ def locate(lon: str, lat: str) -> None:
                           ensure_ascii=False, indent=2))
 
 
+# -- exports and the monthly report ----------------------------------------------------------
+_CASE_FORMATS = ("csv", "xlsx", "geojson", "gpkg")
+
+
+def _format_for(fmt: str | None, out: str, allowed: tuple[str, ...]) -> str:
+    """The format named, or the one the output file's suffix implies."""
+    if fmt:
+        return fmt
+    if out == "-":
+        return "csv"
+    suffix = out.rsplit(".", 1)[-1].lower() if "." in out else ""
+    suffix = {"json": "geojson", "xls": "xlsx"}.get(suffix, suffix)
+    if suffix not in allowed:
+        click.echo(f"error: cannot tell the format from {out!r}; add --format "
+                   f"({'|'.join(allowed)})", err=True)
+        sys.exit(2)
+    return suffix
+
+
+def _progress_bar(label: str):
+    """A click progress bar on stderr and the ``progress(done, total)`` that drives it."""
+    bar = click.progressbar(length=1, label=label, file=sys.stderr, show_pos=True,
+                            show_percent=True)
+    seen = [0]
+
+    def progress(done: int, total: int) -> None:
+        bar.length = max(total, 1)
+        bar.update(done - seen[0])
+        seen[0] = done
+
+    return bar, progress
+
+
+def _write_text(out: str, chunks) -> None:
+    if out == "-":
+        for chunk in chunks:
+            sys.stdout.write(chunk)
+        sys.stdout.flush()
+        return
+    from gis.exports import atomic_path
+
+    with atomic_path(out, ".part") as tmp, open(tmp, "w", encoding="utf-8",
+                                                newline="") as fh:
+        for chunk in chunks:
+            fh.write(chunk)
+
+
+@main.group()
+def export() -> None:
+    """Export cases or indicator tables (CSV, Excel, GeoJSON, GeoPackage)."""
+
+
+@export.command("cases")
+@click.option("--format", "fmt", type=click.Choice(_CASE_FORMATS), default=None,
+              help="Default: from the suffix of --out.")
+@click.option("--out", required=True, help="Output file ('-' for stdout: csv, geojson).")
+@click.option("--period", default=None, help="Cases reported in: 2026-10, 30d, "
+              "2026-10-01..2026-10-15 (default: all).")
+@click.option("--category", default=None, help="A category code (e.g. street_light).")
+@click.option("--grid", default=None, help="A grid code.")
+@click.option("--community", default=None, help="A community code.")
+@click.option("--status", default=None, help="A status, or 'open'.")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True,
+              help="Language of headers and names.")
+@click.option("--batch-size", default=5000, show_default=True, type=click.IntRange(1),
+              help="Cases read per query.")
+def export_cases(fmt, out, period, category, grid, community, status, lang,
+                 batch_size) -> None:
+    """Export cases with their grid chain (never reporters' names or phone numbers)."""
+    from gis import exports
+    from gis.errors import InvalidInput
+
+    fmt = _format_for(fmt, out, _CASE_FORMATS)
+    if out == "-" and fmt in ("xlsx", "gpkg"):
+        click.echo(f"error: {fmt} needs a file; give --out FILE", err=True)
+        sys.exit(2)
+    try:
+        h = _service()
+        h.ensure_initialised()
+        filters = exports.CaseFilters.parse(period=period, category=category, grid=grid,
+                                            community=community, status=status)
+        for level, code in (("grid", grid), ("community", community)):
+            if code and h.locator.name(level, code) is None:
+                raise InvalidInput(f"unknown {level} code {code!r}", field=level)
+        bar, progress = _progress_bar("导出案件" if lang == "zh" else "exporting cases")
+        kw = {"locale": lang, "batch_size": batch_size, "progress": progress}
+        with bar:
+            if fmt == "csv":
+                _write_text(out, exports.cases_csv(h.store, filters, **kw))
+            elif fmt == "geojson":
+                _write_text(out, exports.cases_geojson(h.store, filters, **kw))
+            elif fmt == "xlsx":
+                exports.cases_xlsx(out, h.store, filters, **kw)
+            else:
+                exports.cases_gpkg(out, h.store, filters, **kw)
+        n = exports.count_cases(h.store, filters)
+    except HemeiError as err:
+        _fail(err)
+    except OSError as err:
+        click.echo(f"error: cannot write {out}: {err.strerror or err}", err=True)
+        sys.exit(2)
+    if out != "-":
+        click.echo(f"wrote {n} cases to {out}", err=True)
+
+
+@export.command("indicators")
+@click.option("--level", type=click.Choice(["grid", "compound", "community", "street", "org"]),
+              default="grid", show_default=True)
+@click.option("--period", required=True, help="2026-10, 30d or 2026-10-01..2026-10-15.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default=None,
+              help="Default: from the suffix of --out.")
+@click.option("--out", required=True, help="Output file ('-' for stdout: csv).")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
+def export_indicators(level, period, fmt, out, lang) -> None:
+    """Export the national indicators of every area of a level, with 环比 and 同比."""
+    from gis import exports
+    from gis.coverage import parse_period
+    from gis.indicators import indicators
+
+    fmt = _format_for(fmt, out, ("csv", "xlsx"))
+    if out == "-" and fmt == "xlsx":
+        click.echo("error: xlsx needs a file; give --out FILE", err=True)
+        sys.exit(2)
+    try:
+        p = parse_period(period)
+        h = _service()
+        h.ensure_initialised()
+        df = indicators(h.store, level, p)
+        if fmt == "csv":
+            _write_text(out, exports.indicators_csv(df, locale=lang))
+        else:
+            exports.indicators_xlsx(out, df, locale=lang)
+    except HemeiError as err:
+        _fail(err)
+    except OSError as err:
+        click.echo(f"error: cannot write {out}: {err.strerror or err}", err=True)
+        sys.exit(2)
+    if out != "-":
+        click.echo(f"wrote {len(df)} {level} rows for {p.key} to {out}", err=True)
+
+
+def _last_month() -> str:
+    from gis.cases import utcnow
+
+    first = utcnow().replace(day=1)
+    prev = first.replace(year=first.year - (first.month == 1),
+                         month=(first.month - 2) % 12 + 1)
+    return f"{prev:%Y-%m}"
+
+
+@main.command()
+@click.option("--period", default=None, help="The month (2026-10) or any period; "
+              "default: last month.")
+@click.option("--out", required=True, help="The PDF to write.")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
+@click.option("--street", default=None, help="The street's code (default: the first).")
+def report(period, out, lang, street) -> None:
+    """Write the monthly report for the street office as a PDF."""
+    import warnings
+
+    from gis.coverage import parse_period
+    from gis.report import monthly_report
+
+    try:
+        p = parse_period(period or _last_month())
+        h = _service()
+        h.ensure_initialised()
+        click.echo(f"{'生成报告' if lang == 'zh' else 'building the report'} {p.key} …",
+                   err=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            result = monthly_report(h, p, out, locale=lang, street=street)
+        for w in caught:
+            if "CJK" in str(w.message):
+                click.echo(f"warning: {w.message}", err=True)
+    except HemeiError as err:
+        _fail(err)
+    except OSError as err:
+        click.echo(f"error: cannot write {out}: {err.strerror or err}", err=True)
+        sys.exit(2)
+    click.echo(f"wrote {len(result['pages'])} pages to {out}", err=True)
+
+
 if __name__ == "__main__":
     main()
