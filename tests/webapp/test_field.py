@@ -524,3 +524,25 @@ def test_the_needs_list_page(web, hemei, people, gw_point):
     html = c.get("/m/needs").get_data(as_text=True)
     assert f'data-case-id="{item.id}"' not in html
     assert "城管维修队" in html.split('id="units"')[1]
+
+
+def test_the_script_messages_are_translated(web):
+    # field.js shows no text of its own: it reads the translated messages from #field-i18n.
+    c = web("gw")
+    pattern = re.compile(r'<script id="field-i18n" type="application/json">(.*?)</script>', re.S)
+    en = json.loads(pattern.search(c.get("/m/report?lang=en").get_data(as_text=True)).group(1))
+    assert en["addToCase"] == "Add to this case"
+    assert en["accuracy"] == "accuracy about %(num)s m"
+    assert en["inGrid"] == "Located (%(accuracy)s), you are in %(grid)s"
+    assert len(en) >= 25 and all(isinstance(v, str) and v for v in en.values())
+    cjk = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")  # and CJK punctuation
+    chinese = {k: v for k, v in en.items() if cjk.search(v)}
+    assert not chinese, chinese
+    zh = json.loads(pattern.search(c.get("/m/report?lang=zh").get_data(as_text=True)).group(1))
+    assert set(zh) == set(en)
+    assert zh["addToCase"] == "补充到此案件" and zh["aboutM"] == "约 %(num)s 米"
+    # Every page with a map carries them, with the same placeholders in both languages.
+    for url in ("/m/patrol", "/m/cases/1"):
+        assert 'id="field-i18n"' in c.get(url).get_data(as_text=True), url
+    for k in en:
+        assert set(re.findall(r"%\(\w+\)s", en[k])) == set(re.findall(r"%\(\w+\)s", zh[k])), k

@@ -4,6 +4,7 @@
  * data-config (tiles or none, the grid outlines' URL, the street's bounds …). User text
  * only ever reaches the DOM through textContent. Everything the server needs travels in
  * ordinary form fields, so the forms still post (with less help) if this script fails.
+ * The text it shows comes translated from the page (#field-i18n, see field/_scripts.html).
  */
 (function () {
   "use strict";
@@ -15,6 +16,20 @@
   function csrfToken() {
     var el = document.querySelector("input[name=csrf_token]");
     return el ? el.value : "";
+  }
+
+  var MESSAGES = (function () {
+    var e = document.getElementById("field-i18n");
+    try { return JSON.parse(e ? e.textContent : "{}") || {}; } catch (x) { return {}; }
+  })();
+
+  /** The translated message `key`, each %(name)s in it replaced by vars[name]. */
+  function msg(key, vars) {
+    var s = MESSAGES[key];
+    if (typeof s !== "string") return key;
+    return s.replace(/%\((\w+)\)s/g, function (m, name) {
+      return vars && vars[name] !== undefined && vars[name] !== null ? String(vars[name]) : m;
+    });
   }
 
   function config(el) {
@@ -69,16 +84,16 @@
   }
 
   function geolocate(onOk, onErr) {
-    if (!navigator.geolocation) { onErr("此设备不支持定位"); return; }
+    if (!navigator.geolocation) { onErr(msg("noGeolocation")); return; }
     navigator.geolocation.getCurrentPosition(function (p) {
       onOk(p.coords.longitude, p.coords.latitude, p.coords.accuracy);
     }, function (e) {
-      onErr(e && e.code === 1 ? "没有定位权限，请在浏览器设置中允许定位" : "定位失败，请到开阔处重试");
+      onErr(msg(e && e.code === 1 ? "geoDenied" : "geoFailed"));
     }, {enableHighAccuracy: true, timeout: 15000, maximumAge: 0});
   }
 
   function accuracyText(acc) {
-    return acc ? "精度约 " + Math.round(acc) + " 米" : "精度未知";
+    return acc ? msg("accuracy", {num: Math.round(acc)}) : msg("accuracyUnknown");
   }
 
   function el(tag, cls, text) {
@@ -119,24 +134,24 @@
                                fillOpacity: 0.1, interactive: false}).addTo(map);
       }
       if (how === "gps") {
-        status.textContent = "已定位（" + accuracyText(accuracy) + "），可拖动标记修正";
+        status.textContent = msg("locatedDrag", {accuracy: accuracyText(accuracy)});
         map.setView(ll, accuracy && accuracy > 150 ? 16 : 18, {animate: false});
       } else if (how === "photo") {
-        status.textContent = "已使用照片中的位置，可拖动标记修正";
+        status.textContent = msg("photoPlaced");
         map.setView(ll, 18, {animate: false});
       } else if (how === "kept") {
-        status.textContent = "已保留刚才选的位置，可拖动标记修正";
+        status.textContent = msg("keptPlace");
       } else {
-        status.textContent = "已手动选择位置";
+        status.textContent = msg("tapped");
       }
       mapEl.setAttribute("data-located", how);
       if (how !== "kept") staleDups();
     }
 
     function locateNow() {
-      status.textContent = "正在获取手机定位…";
-      geolocate(function (lo, la, a) { place(lo, la, a, "gps"); }, function (msg) {
-        status.textContent = msg + "；也可以在地图上点选位置";
+      status.textContent = msg("locating");
+      geolocate(function (lo, la, a) { place(lo, la, a, "gps"); }, function (error) {
+        status.textContent = msg("orTapMap", {error: error});
       });
     }
 
@@ -153,7 +168,7 @@
     var photoBtn = $("use-photo-location"), photoStatus = $("photo-status");
     photoBtn.addEventListener("click", function () {
       if (photoPos) place(photoPos[0], photoPos[1], null, "photo");
-      photoBtn.textContent = "使用照片位置";
+      photoBtn.textContent = msg("usePhoto");
     });
     $("photos").addEventListener("change", function (ev) {
       var files = Array.prototype.slice.call(ev.target.files || [], 0, 3);
@@ -170,16 +185,17 @@
             .then(function (res) {
               var j = res[1];
               if (!res[0]) {
-                photoStatus.textContent = "照片无法使用：" + ((j.error && j.error.message) || "");
+                photoStatus.textContent = msg("photoUnusable",
+                                              {reason: (j.error && j.error.message) || ""});
               } else if (j.lon !== null && j.lon !== undefined) {
                 photoPos = [j.lon, j.lat];
                 photoBtn.hidden = false;
                 var d = lon.value ? Math.round(distance(j.lon, j.lat, +lon.value, +lat.value)) : null;
-                photoBtn.textContent = "使用照片位置" + (d !== null ? "（距当前标记约 " + d + " 米）" : "");
-                photoStatus.textContent = j.inside ? "照片带有拍摄位置" : "照片的拍摄位置不在本街道内";
+                photoBtn.textContent = d !== null ? msg("usePhotoDistance", {num: d}) : msg("usePhoto");
+                photoStatus.textContent = msg(j.inside ? "photoHasPlace" : "photoOutside");
               }
             });
-        }).catch(function () { photoStatus.textContent = "无法读取照片位置"; });
+        }).catch(function () { photoStatus.textContent = msg("photoUnreadable"); });
       });
     });
 
@@ -200,7 +216,7 @@
       if (by && (by.hasAttribute("formaction") || by.name === "confirm_new")) return;
       e.preventDefault();
       if (!lon.value || !lat.value) {
-        status.textContent = "请先定位，或在地图上点选问题位置";
+        status.textContent = msg("locateFirst");
         status.classList.add("error-message");
         mapEl.scrollIntoView({block: "center"});
         return;
@@ -218,9 +234,9 @@
           var li = el("li");
           li.setAttribute("data-case-id", c.id);
           li.appendChild(el("span", "m-title", c.title));
-          li.appendChild(el("span", "m-sub", "#" + c.id + " · " + c.status_label + " · 约 " +
-                            Math.round(c.distance_m) + " 米 · " + c.created));
-          var b = el("button", "big m-add", "补充到此案件");
+          li.appendChild(el("span", "m-sub", "#" + c.id + " · " + c.status_label + " · " +
+                            msg("aboutM", {num: Math.round(c.distance_m)}) + " · " + c.created));
+          var b = el("button", "big m-add", msg("addToCase"));
           b.type = "submit";
           b.setAttribute("formaction", c.add_url);
           li.appendChild(b);
@@ -237,7 +253,7 @@
   function casePage(mapEl) {
     var cfg = config(mapEl), c = cfg["case"];
     var map = makeMap(mapEl, cfg, {center: c, zoom: 17});
-    L.marker(c, {title: "案件位置"}).addTo(map);
+    L.marker(c, {title: msg("caseMarker")}).addTo(map);
     (cfg.lines || []).forEach(function (line) {
       L.polyline(line.map(function (p) { return [p[1], p[0]]; }),
                  {color: "#2e7d32", weight: 5, opacity: 0.8}).addTo(map);
@@ -250,8 +266,8 @@
       var show = function (lo, la, a) {
         myLon.value = fixed(lo); myLat.value = fixed(la);
         var d = Math.round(distance(lo, la, c[1], c[0]));
-        st.textContent = "已定位（" + accuracyText(a) + "），距案件约 " + d + " 米" +
-          (d > farM ? "；超过 " + farM + " 米，提交后会记录这一距离" : "");
+        st.textContent = msg(d > farM ? "farFromCase" : "nearCase",
+                             {accuracy: accuracyText(a), num: d, far: farM});
         st.classList.toggle("m-warn", d > farM);
         if (me) map.removeLayer(me);
         me = L.circle([la, lo], {radius: Math.max(a || 10, 5), color: "#1565c0",
@@ -260,8 +276,8 @@
         useLoc.setAttribute("data-located", "1");
       };
       useLoc.addEventListener("click", function () {
-        st.textContent = "正在获取手机定位…";
-        geolocate(show, function (msg) { st.textContent = msg; });
+        st.textContent = msg("locating");
+        geolocate(show, function (error) { st.textContent = error; });
       });
       if (myLon.value && myLat.value) show(+myLon.value, +myLat.value, null);
     }
@@ -283,8 +299,8 @@
           len += distance(pts[i - 1][0], pts[i - 1][1], pts[i][0], pts[i][1]);
         }
         input.value = pts.length > 1 ? JSON.stringify(pts) : "";
-        lengthEl.textContent = pts.length === 0 ? "尚未画线" : pts.length === 1
-          ? "已选 1 个点，再点一个点" : "已选 " + pts.length + " 个点，长约 " + len.toFixed(1) + " 米";
+        lengthEl.textContent = pts.length === 0 ? msg("noLine") : pts.length === 1
+          ? msg("onePoint") : msg("linePoints", {num: pts.length, length: len.toFixed(1)});
         lengthEl.setAttribute("data-length", len.toFixed(1));
       };
       var init = function () {
@@ -320,7 +336,7 @@
     var btn = $("check-in"), me = null, dot = null;
     var show = function (lo, la, a) {
       lon.value = fixed(lo); lat.value = fixed(la); acc.value = a ? a.toFixed(1) : "";
-      st.textContent = "已定位（" + accuracyText(a) + "）";
+      st.textContent = msg("located", {accuracy: accuracyText(a)});
       btn.disabled = false;
       if (me) map.removeLayer(me);
       if (dot) map.removeLayer(dot);
@@ -335,16 +351,16 @@
           .then(function (r) { return r.ok ? r.json() : null; })
           .then(function (j) {
             var g = j && j.inside && j.chain && j.chain.grid;
-            st.textContent = "已定位（" + accuracyText(a) + "）" +
-              (g ? "，您在" + g.name : "，您不在本街道内");
+            st.textContent = g ? msg("inGrid", {accuracy: accuracyText(a), grid: g.name})
+              : msg("outsideStreet", {accuracy: accuracyText(a)});
             if (g) st.setAttribute("data-grid", g.code);
           }).catch(function () { /* the check-in still works */ });
       }
     };
     var locateNow = function () {
-      st.textContent = "正在获取手机定位…";
+      st.textContent = msg("locating");
       btn.disabled = true;
-      geolocate(show, function (msg) { st.textContent = msg; });
+      geolocate(show, function (error) { st.textContent = error; });
     };
     $("locate-me").addEventListener("click", locateNow);
     form.addEventListener("submit", function (e) {
