@@ -183,7 +183,7 @@ def check_lon_lat(lon: object, lat: object) -> tuple[float, float]:
             raise InvalidInput(f"{field} must be a number, not a boolean", field=field)
         try:
             v = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InvalidInput(f"{field} must be a number, got {value!r}", field=field) from None
         if not np.isfinite(v):
             raise InvalidInput(f"{field} must be a finite number, got {value!r}", field=field)

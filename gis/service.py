@@ -404,9 +404,11 @@ class Hemei:
         if accuracy not in (None, ""):
             try:
                 acc = float(accuracy)
-            except (TypeError, ValueError):
-                raise InvalidInput("accuracy must be a number of metres",
-                                   field="accuracy") from None
+            except (TypeError, ValueError, OverflowError):
+                acc = float("nan")
+            if not (np.isfinite(acc) and 0 <= acc <= 100_000):
+                raise InvalidInput("accuracy must be a number of metres (0–100,000)",
+                                   field="accuracy")
         return self.accounts.check_in(user, x, y, chain["grid"]["code"], acc)
 
     def parse_bbox(self, text: str | None):

@@ -110,9 +110,12 @@ def _opt_int(payload: dict, name: str) -> int | None:
     if v in (None, ""):
         return None
     try:
-        return int(v)
-    except (TypeError, ValueError):
+        out = int(v)
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInput(f"{name} must be an integer id", field=name) from None
+    if not -(2**31) <= out < 2**31:
+        raise InvalidInput(f"{name} is out of range", field=name)
+    return out
 
 
 def parse_datetime(value: object, field: str) -> datetime:
@@ -269,6 +272,6 @@ def needs_kind(value: object) -> str | None:
     """Validate a needs-list kind (``fix_now``/``long_term``, or None to take it off)."""
     if value in (None, ""):
         return None
-    if value not in NEEDS_KINDS:
+    if not isinstance(value, str) or value not in NEEDS_KINDS:
         raise InvalidInput(f"kind must be one of: {', '.join(NEEDS_KINDS)}", field="kind")
     return str(value)

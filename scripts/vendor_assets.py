@@ -273,6 +273,22 @@ MANIFEST: tuple[Package, ...] = (
         ),
         generated={"folium/templates/leaflet.awesome.rotate.min.css": "_rotate_css"},
     ),
+    Package(
+        # The browsable API documentation (/api/v1/docs, webapp/templates/apidoc.html):
+        # the self-contained bundle and its stylesheet (images are data: URIs); no
+        # standalone preset, no source maps.
+        "swagger-ui-dist",
+        "5.35.0",
+        "npm",
+        "sha512-U06rpMtW9V3XPGOBeamTUSr0Z09jMX4IJuANpE/EZbAhw0G8CgwrzU4YmXkn/h0wCDNsXdGarTNNHC3sU8yVUQ==",
+        (
+            "LICENSE",
+            "NOTICE",
+            "swagger-ui-bundle.js",
+            "swagger-ui-bundle.js.LICENSE.txt",
+            "swagger-ui.css",
+        ),
+    ),
 )
 
 

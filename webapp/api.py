@@ -13,6 +13,15 @@ from gis.geojson import feature_collection
 from gis.locate import check_lon_lat
 from gis.storage import LEVELS
 from gis.workflow import allowed_for, can_read
+from webapp.apidoc import (
+    Content,
+    document,
+    geojson,
+    paging_params,
+    path,
+    query,
+    ref,
+)
 from webapp.auth import api_user, reader
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -33,6 +42,36 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     if not lo <= v <= hi:
         raise InvalidInput(f"{name} must be between {lo} and {hi}, got {v}", field=name)
     return v
+
+
+def _paging(default: int, maximum: int) -> tuple[int, int]:
+    """``limit`` and ``offset``, the paging parameters every list endpoint shares
+    (documented by :func:`webapp.apidoc.paging_params`)."""
+    return _int_arg("limit", default, 1, maximum), _int_arg("offset", 0, 0, 10**9)
+
+
+def _page(total: int, returned: int, limit: int, offset: int) -> dict:
+    """The paging fields every list response shares."""
+    return {"numberMatched": total, "numberReturned": returned, "limit": limit,
+            "offset": offset}
+
+
+#: Ids are 32-bit integers in the store (``sa.Integer``: INTEGER on PostgreSQL): a larger
+#: number in the URL is simply not found (404), and in a body a 400, never an overflow.
+MAX_ID = 2**31 - 1
+CASE_ID = path("case_id", description="the case's id", example=1)
+STATUS_FILTER = {"type": "string", "enum": ["open", *STATUSES]}
+BBOX = query("bbox", {"type": "array", "minItems": 4, "maxItems": 4,
+                      "items": {"type": "number"}},
+             "minLon,minLat,maxLon,maxLat (WGS-84)", style="form", explode=False,
+             example=[111.5, 24.3, 111.7, 24.5])
+
+
+def _category_filter() -> dict:
+    from gis.catalogue import load_catalogue
+
+    return query("category", {"type": "string", "enum": list(load_catalogue())},
+                 "a category code of the catalogue")
 
 
 PUBLIC_FIELDS = (
@@ -66,6 +105,12 @@ def case_feature(case: Case, *, history: bool = False, staff: bool = False,
 
 
 @bp.get("/locate")
+@document("Locate a point", tags=["layers"], params=[
+    query("lon", {"type": "number", "minimum": -180, "maximum": 180}, "longitude (WGS-84)",
+          required=True, example=111.57),
+    query("lat", {"type": "number", "minimum": -90, "maximum": 90}, "latitude (WGS-84)",
+          required=True, example=24.40)],
+    responses={200: ref("Located")})
 def locate():
     """Locate a point: the chain street → community → compound → grid."""
     lon, lat = check_lon_lat(request.args.get("lon"), request.args.get("lat"))
@@ -74,6 +119,8 @@ def locate():
 
 
 @bp.get("/layers")
+@document("The active boundary layer versions", tags=["layers"],
+          responses={200: ref("LayerVersions")})
 def list_layers():
     """The boundary levels and their active versions."""
     versions = [
@@ -84,6 +131,9 @@ def list_layers():
 
 
 @bp.get("/layers/<layer>")
+@document("One boundary layer as GeoJSON", tags=["layers"],
+          params=[path("layer", {"type": "string", "enum": list(LEVELS)}, example="grid")],
+          responses={200: geojson(ref("LayerCollection"))})
 def get_layer(layer: str):
     """One boundary layer as GeoJSON."""
     if layer not in LEVELS:
@@ -93,11 +143,18 @@ def get_layer(layer: str):
     if gdf is None:
         raise NotFound(f"layer {layer!r} has not been imported", field="layer")
     body = feature_collection(gdf, ["code", "name", "parent_code", "households"])
+    body["numberMatched"] = body["numberReturned"] = len(body["features"])
     return current_app.response_class(json.dumps(body, ensure_ascii=False),
                                       mimetype="application/geo+json")
 
 
 @bp.get("/issues")
+@document("Cases as GeoJSON, filtered and paged", tags=["cases"], params=[
+    BBOX, query("grid", description="a grid code"),
+    query("compound", description="a residential compound code"),
+    query("status", STATUS_FILTER, "a status, or open (every open status)"),
+    _category_filter(), *paging_params(100, 10_000)],
+    responses={200: ref("CaseCollection")})
 def list_issues():
     """Cases as GeoJSON, filtered by bbox, grid, status and category, paged."""
     h = hemei()
@@ -108,22 +165,25 @@ def list_issues():
     category = request.args.get("category") or None
     if category:
         get_category(category)
-    limit = _int_arg("limit", 100, 1, 10_000)
-    offset = _int_arg("offset", 0, 0, 10**9)
+    limit, offset = _paging(100, 10_000)
     rows, total = h.store.list_cases(
         bbox=h.parse_bbox(request.args.get("bbox")), grid=request.args.get("grid") or None,
         status=status, category=category, compound=request.args.get("compound") or None,
         limit=limit, offset=offset)
     return jsonify({"type": "FeatureCollection",
                     "features": [case_feature(c) for c in rows],
-                    "numberMatched": total, "numberReturned": len(rows),
-                    "limit": limit, "offset": offset})
+                    **_page(total, len(rows), limit, offset)})
 
 
 @bp.get("/issues/points")
+@document("Compact rows of cases for drawing a map", tags=["cases"], params=[
+    BBOX, query("status", STATUS_FILTER, "a status, or open"), _category_filter(),
+    *paging_params(5000, 20_000)],
+    responses={200: ref("CasePoints")})
 def issue_points():
     """Compact rows for drawing many cases: ``[id, lon, lat, status, category, created
-    (epoch seconds), title]``, newest first, for a bounding box (the map's viewport)."""
+    (epoch seconds), title]``, newest first, for a bounding box (the map's viewport).
+    ``truncated`` says more cases match than were returned."""
     h = hemei()
     status = request.args.get("status") or None
     if status and status != "open" and status not in STATUSES:
@@ -131,20 +191,38 @@ def issue_points():
     category = request.args.get("category") or None
     if category:
         get_category(category)
-    limit = _int_arg("limit", 5000, 1, 20_000)
+    limit, offset = _paging(5000, 20_000)
+    # The store pages by limit only: ask for the rows up to offset + limit, keep the last.
     rows, total = h.store.case_points(bbox=h.parse_bbox(request.args.get("bbox")),
-                                      status=status, category=category, limit=limit)
+                                      status=status, category=category,
+                                      limit=limit + offset)
+    rows = rows[offset:]
     return jsonify({"fields": ["id", "lon", "lat", "status", "category", "created", "title"],
-                    "rows": rows, "numberMatched": total, "truncated": total > len(rows)})
+                    "rows": rows, "truncated": total > offset + len(rows),
+                    **_page(total, len(rows), limit, offset)})
 
 
 @bp.get("/coverage")
+@document("Coverage metrics of every grid for a period", tags=["coverage"], params=[
+    query("period", {"type": "string", "maxLength": 40},
+          "7d, 30d (default), 90d, 365d or any Nd (N ≤ 3660); a month 2026-10; or days "
+          "2026-10-01..2026-10-31", example="90d")],
+    responses={200: geojson(ref("Coverage"))})
 def coverage():
     """Per-grid coverage metrics for a period as GeoJSON, with the metric definitions."""
     from gis.coverage import METRICS, parse_period
 
     h = hemei()
     period = parse_period(request.args.get("period"))
+    # A relative period ends "now": like the overview map's cache, the metrics count as
+    # unchanged within the hour while the data version stays, so the ETag (weak) is
+    # known before anything is computed and a revalidation costs no computing.
+    etag = (f"coverage-{period.key}-{period.start:%Y%m%d%H}-{period.end:%Y%m%d%H}-"
+            f"{h.store.data_version()}")
+    if request.if_none_match.contains_weak(etag):
+        resp = current_app.response_class(status=304)
+        resp.set_etag(etag, weak=True)
+        return resp
     grids = h.coverage(period)
     keys = list(METRICS)
     out = grids[["code", "name", "parent_code", "households", "geometry"] + keys].copy()
@@ -155,11 +233,16 @@ def coverage():
     body["period"] = {"key": period.key, "start": period.start.isoformat() + "Z",
                       "end": period.end.isoformat() + "Z"}
     body["metrics"] = [m.to_dict() for m in METRICS.values()]
-    return current_app.response_class(json.dumps(body, ensure_ascii=False, allow_nan=False),
+    body["numberMatched"] = body["numberReturned"] = len(body["features"])
+    resp = current_app.response_class(json.dumps(body, ensure_ascii=False, allow_nan=False),
                                       mimetype="application/geo+json")
+    resp.set_etag(etag, weak=True)
+    return resp
 
 
-@bp.get("/issues/<int:case_id>")
+@bp.get(f"/issues/<int(max={MAX_ID}):case_id>")
+@document("One case with its history", tags=["cases"], params=[CASE_ID],
+          security="optional", responses={200: ref("CaseFeature")})
 def get_issue(case_id: int):
     """One case with its history (staff fields for a reader whose role needs them)."""
     case = hemei().store.get_case(case_id)
@@ -174,13 +257,25 @@ def get_issue(case_id: int):
     return resp.make_conditional(request)
 
 
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _json_int(text: str) -> int | float:
+    # An integer beyond 64 bits is no id, version or count the store could hold, and
+    # turning it into a float later raises OverflowError (a 500) wherever a number is
+    # expected: read it as the float it stands for (inf when huge), which the field's own
+    # check refuses as out of range, naming the field.
+    v = int(text)
+    return v if INT64[0] <= v <= INT64[1] else float(text)
+
+
 def json_body() -> object:
     """The request's JSON body; ``InvalidInput`` (field ``body``) if empty or not JSON."""
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise InvalidInput("the request body is empty; send a JSON object", field="body")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_int=_json_int)
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("the request body is not valid JSON", field="body") from None
 
@@ -193,14 +288,50 @@ def body_and_photos() -> tuple[object, list[bytes]]:
         for k in ("line", "quantities"):
             if form.get(k):
                 try:
-                    form[k] = json.loads(form[k])
+                    form[k] = json.loads(form[k], parse_int=_json_int)
                 except ValueError:
                     raise InvalidInput(f"{k} must be JSON", field=k) from None
         return form, [f.read() for f in request.files.getlist("photos") if f.filename]
     return json_body(), []
 
 
+#: Fields of a transition that are ids or versions: integers the store can hold.
+ID_FIELDS = ("assignee_org", "assignee_user", "version")
+
+
+def _check_ids(payload: object) -> None:
+    """Refuse an id or version that is not an integer the store can hold (JSON or
+    form), naming it: the store would fail on it (a 500) instead of saying what is
+    wrong."""
+    if not isinstance(payload, dict):
+        return
+    for k in ID_FIELDS:
+        v = payload.get(k)
+        if v is None or v == "" or isinstance(v, bool):
+            continue
+        try:
+            n = int(v)
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidInput(f"{k} must be an integer id", field=k) from None
+        if not -MAX_ID - 1 <= n <= MAX_ID:
+            raise InvalidInput(f"{k} is out of range", field=k)
+
+
+NEW_CASE_EXAMPLE = {"category": "street_light", "lon": 111.57, "lat": 24.40,
+                    "description": "路灯不亮", "title": "新兴南路路灯不亮"}
+
+
 @bp.post("/issues")
+@document("Report a case", tags=["cases"], security=True, body=ref("NewCase"),
+          multipart={"allOf": [ref("NewCase")], "properties": {"photos": {
+              "type": "array", "items": {"type": "string", "contentMediaType":
+                                         "application/octet-stream"},
+              "description": "JPEG, PNG or WebP photos"}}},
+          body_example=NEW_CASE_EXAMPLE,
+          responses={201: Content(ref("CaseFeature"), description="reported and located",
+                                  headers={"Location": {"schema": {"type": "string"},
+                                                        "description": "the case's URL"}})},
+          errors=(400, 413, 422))
 def create_issue():
     """Report a case (token): JSON with category, lon, lat, description, optional title
     and source; or a multipart form with photos."""
@@ -215,13 +346,21 @@ def create_issue():
     return resp
 
 
-@bp.post("/issues/<int:case_id>/transitions")
+@bp.post(f"/issues/<int(max={MAX_ID}):case_id>/transitions")
+@document("Move a case to another status", tags=["workflow"], security=True,
+          params=[CASE_ID], body=ref("Transition"),
+          multipart={"allOf": [ref("Transition")], "properties": {"photos": {
+              "type": "array", "items": {"type": "string", "contentMediaType":
+                                         "application/octet-stream"}}}},
+          body_example={"to": "verified", "note": "现场核实属实"},
+          responses={200: ref("CaseFeature")}, errors=(400, 404, 409, 413, 422))
 def transition(case_id: int):
     """Move a case: ``{"to": STATUS, "note": …}`` plus what the step needs (assignee,
     due date, location, repair line, quantities, photos as multipart). 409 lists the
     allowed moves; 403 says why the caller may not."""
     user = api_user()
     payload, photos = body_and_photos()
+    _check_ids(payload)
     h = hemei()
     try:
         case, warnings = h.move(user, case_id, payload, photos)
@@ -236,7 +375,11 @@ def transition(case_id: int):
     return jsonify(body)
 
 
-@bp.post("/issues/<int:case_id>/extension")
+@bp.post(f"/issues/<int(max={MAX_ID}):case_id>/extension")
+@document("Extend a case's due date", tags=["workflow"], security=True, params=[CASE_ID],
+          body=ref("Extension"),
+          body_example={"due_at": "2030-01-31T09:00:00Z", "reason": "等待配件"},
+          responses={200: ref("CaseFeature")}, errors=(400, 404, 409))
 def extend(case_id: int):
     """Extend a case's due date with a reason (延期)."""
     user = api_user("admin", "grid_worker")
@@ -244,16 +387,28 @@ def extend(case_id: int):
                                 staff=True))
 
 
-@bp.post("/issues/<int:case_id>/needs")
+@bp.post(f"/issues/<int(max={MAX_ID}):case_id>/needs")
+@document("Put a case on the needs list, publish it, or take it off", tags=["workflow"],
+          security=True, params=[CASE_ID], body=ref("NeedsChange"),
+          body_example={"kind": "fix_now", "publish": False},
+          responses={200: ref("CaseFeature")}, errors=(400, 404, 409))
 def needs(case_id: int):
     """Put a case on the needs list (``kind`` fix_now/long_term) and ``publish`` it for
     partner units to claim; ``kind: null`` takes it off."""
     user = api_user("admin", "grid_worker")
-    return jsonify(case_feature(hemei().set_needs(user, case_id, json_body()), history=True,
+    body = json_body()
+    if isinstance(body, dict) and not isinstance(body.get("kind"), str | None):
+        # gis.workflow.needs_kind looks a non-text kind up in a dict (a TypeError, 500).
+        raise InvalidInput("kind must be fix_now, long_term or null", field="kind")
+    return jsonify(case_feature(hemei().set_needs(user, case_id, body), history=True,
                                 staff=True))
 
 
 @bp.get("/needs")
+@document("The needs list and what each unit has claimed and finished", tags=["workflow"],
+          params=[query("kind", {"type": "string", "enum": ["any", "fix_now", "long_term"]},
+                        "only this kind (default any)"), *paging_params(1000, 10_000)],
+          responses={200: ref("Needs")})
 def needs_list():
     """The needs list: published (claimable) items, and per unit what it has claimed and
     finished."""
@@ -261,12 +416,18 @@ def needs_list():
     kind = request.args.get("kind") or "any"
     if kind not in ("any", "fix_now", "long_term"):
         raise InvalidInput("kind must be fix_now or long_term", field="kind")
-    claimable, _ = h.store.list_cases(needs=kind, published=True, status="filed", limit=None)
+    limit, offset = _paging(1000, 10_000)
+    claimable, total = h.store.list_cases(needs=kind, published=True, status="filed",
+                                          limit=limit, offset=offset)
     return jsonify({"claimable": [case_feature(c) for c in claimable],
-                    "units": h.needs_summary()})
+                    "units": h.needs_summary(),
+                    **_page(total, len(claimable), limit, offset)})
 
 
 @bp.post("/checkins")
+@document("A patrol check-in", tags=["accounts"], security=True, body=ref("CheckInBody"),
+          body_example={"lon": 111.57, "lat": 24.40, "accuracy": 12},
+          responses={201: ref("CheckIn")}, errors=(400, 422))
 def checkin():
     """A grid worker's patrol check-in: ``{"lon", "lat", "accuracy"}``."""
     user = api_user("grid_worker", "admin")
@@ -278,6 +439,8 @@ def checkin():
 
 
 @bp.get("/me")
+@document("Who the token belongs to", tags=["accounts"], security=True,
+          responses={200: ref("Me")})
 def me():
     """The token's user."""
     return jsonify(api_user().to_dict())

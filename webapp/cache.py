@@ -73,5 +73,8 @@ def compress_json(resp: Response) -> Response:
         return resp
     resp.set_data(gzip.compress(data, 5))
     resp.headers["Content-Encoding"] = "gzip"
+    tag, weak = resp.get_etag()
+    if tag and not weak:
+        resp.set_etag(tag, weak=True)  # same content, other bytes
     resp.headers["Vary"] = "Accept-Encoding"
     return resp

@@ -31,7 +31,12 @@ def init_app(app) -> None:
     def handle_http(err: HTTPException):
         code = (err.name or "error").lower().replace(" ", "_")
         if _wants_json():
-            return jsonify({"error": {"code": code, "message": err.description}}), err.code
+            resp = jsonify({"error": {"code": code, "message": err.description}})
+            # Keep the headers HTTP requires (Allow on a 405, WWW-Authenticate …).
+            for k, v in err.get_headers():
+                if k.lower() != "content-type":
+                    resp.headers[k] = v
+            return resp, err.code
         return render_template("error.html", status=err.code, message=err.description), err.code
 
     @app.errorhandler(Exception)
