@@ -76,6 +76,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     from webapp import analytics
     app.register_blueprint(analytics.api)  # clusters, hotspots, indicators … under /api/v1
     app.register_blueprint(analytics.bp)  # the planner's page at /planner
+    from webapp import exports
+
+    app.register_blueprint(exports.bp)  # /api/v1/exports/…
     from webapp import apidoc
     app.register_blueprint(apidoc.bp)  # /api/v1/openapi.json and /api/v1/docs
     return app

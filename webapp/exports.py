@@ -1,0 +1,172 @@
+"""Exports over HTTP: CSV and GeoJSON are streamed (the first bytes leave at once, so a
+million-row export never times out a request); Excel and GeoPackage are built in the
+background and offered as a download when ready (poll the job)."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    request,
+    send_file,
+    stream_with_context,
+    url_for,
+)
+
+from gis.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from webapp.apidoc import Content, document, path, query, ref, schema, tag
+from webapp.auth import reader
+
+bp = Blueprint("exports", __name__, url_prefix="/api/v1/exports")
+EXPORTS = tag("exports", "Cases and indicators as CSV, Excel, GeoJSON and GeoPackage")
+STREAMED = {"csv": "text/csv", "geojson": "application/geo+json"}
+BUILT = {"xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+         "gpkg": "application/geopackage+sqlite3"}
+schema("ExportJob", {
+    "type": "object", "required": ["id", "state", "done", "total"],
+    "properties": {"id": {"type": "string"}, "state": {"enum": ["running", "done", "failed"]},
+                   "done": {"type": "integer"}, "total": {"type": "integer"},
+                   "error": {"type": ["string", "null"]}, "file": {"type": "string"},
+                   "url": {"type": "string"}, "download": {"type": "string"}}})
+_FILTERS = [query(n, {"type": "string"}, d) for n, d in (
+    ("period", "cases reported in it: 30d, 2026-10 or 2026-10-01..2026-10-31"),
+    ("category", "a catalogue code"), ("grid", "a grid code"),
+    ("community", "a community code"), ("status", "a status or 'open'"),
+    ("lang", "zh (default) or en: headers and labels"))]
+
+
+def _staff():
+    # Exports hold no reporter details, but whole-street downloads are for staff.
+    user = reader()
+    if user is None:
+        raise Unauthorized("exports need a login or an API token")
+    if user.role not in ("admin", "planner", "grid_worker"):
+        raise Forbidden(f"a {user.role} cannot export cases")
+    return user
+
+
+def _filters():
+    from gis.exports import CaseFilters
+
+    args = request.args
+    return CaseFilters.parse(period=args.get("period"), category=args.get("category"),
+                             grid=args.get("grid"), community=args.get("community"),
+                             status=args.get("status"))
+
+
+def _locale() -> str:
+    return "en" if (request.args.get("lang") or "").startswith("en") else "zh"
+
+
+def _jobs():
+    from gis.exports import BackgroundExports
+
+    app = current_app
+    if "hemei_exports" not in app.extensions:
+        folder = app.config["HEMEI"]["INSTANCE"] + "/exports"
+        app.extensions["hemei_exports"] = BackgroundExports(folder)
+    return app.extensions["hemei_exports"]
+
+
+@bp.get("/cases.<fmt>")
+@document("Export cases with their grid chain (CSV and GeoJSON streamed; Excel and "
+          "GeoPackage built in the background)", tags=[EXPORTS],
+          params=[path("fmt", {"type": "string", "enum": ["csv", "geojson", "xlsx", "gpkg"]},
+                       "the format", example="csv"), *_FILTERS],
+          responses={200: Content({"type": "string"}, "text/csv",
+                                  "the streamed file (text/csv or application/geo+json)"),
+                     202: ref("ExportJob")},
+          errors=(400, 401, 403, 404), security="optional")
+def export_cases(fmt: str):
+    """Stream CSV/GeoJSON, or start building an Excel/GeoPackage file (202 + job URL)."""
+    from gis import exports
+
+    _staff()
+    store = current_app.extensions["hemei"].store
+    filters = _filters()
+    locale = _locale()
+    if fmt in STREAMED:
+        gen = (exports.cases_csv if fmt == "csv" else exports.cases_geojson)(
+            store, filters, locale=locale)
+        resp = Response(stream_with_context(s.encode("utf-8") for s in gen),
+                        mimetype=STREAMED[fmt])
+        resp.headers["Content-Disposition"] = f'attachment; filename="cases.{fmt}"'
+        return resp
+    if fmt not in BUILT:
+        raise NotFound(f"no export format {fmt!r}; csv, geojson, xlsx or gpkg", field="fmt")
+    build = exports.cases_xlsx if fmt == "xlsx" else exports.cases_gpkg
+    job = _jobs().submit(lambda p, progress: build(p, store, filters, locale=locale,
+                                                   progress=progress), f"cases.{fmt}")
+    url = url_for("exports.job", job_id=job.id)
+    resp = jsonify({**job.to_dict(), "url": url})
+    resp.status_code = 202
+    resp.headers["Location"] = url
+    return resp
+
+
+@bp.get("/indicators.<fmt>")
+@document("Export the indicators table of one level and period (CSV or Excel)",
+          tags=[EXPORTS],
+          params=[path("fmt", {"type": "string", "enum": ["csv", "xlsx"]}, "the format",
+                       example="csv"),
+                  query("level", {"type": "string", "default": "community"},
+                        "grid, compound, community, street or org"),
+                  query("period", {"type": "string"}, "default 30d"),
+                  query("lang", {"type": "string"}, "zh (default) or en")],
+          responses={200: Content({"type": "string"}, "text/csv", "the file (CSV or Excel)")},
+          errors=(400, 401, 403, 404),
+          security="optional")
+def export_indicators(fmt: str):
+    """An indicators table (small: one row per area), returned directly."""
+    import tempfile
+
+    from gis import exports
+    from gis.coverage import parse_period
+    from gis.indicators import indicators
+
+    _staff()
+    h = current_app.extensions["hemei"]
+    df = indicators(h.store, request.args.get("level") or "community",
+                    parse_period(request.args.get("period")))
+    if fmt == "csv":
+        body = "".join(exports.indicators_csv(df, locale=_locale())).encode("utf-8")
+        resp = Response(body, mimetype="text/csv")
+    elif fmt == "xlsx":
+        with tempfile.TemporaryDirectory() as tmp:
+            out = f"{tmp}/indicators.xlsx"
+            exports.indicators_xlsx(out, df, locale=_locale())
+            with open(out, "rb") as fh:
+                resp = Response(fh.read(), mimetype=BUILT["xlsx"])
+    else:
+        raise NotFound(f"no indicators format {fmt!r}; csv or xlsx", field="fmt")
+    resp.headers["Content-Disposition"] = f'attachment; filename="indicators.{fmt}"'
+    return resp
+
+
+@bp.get("/jobs/<job_id>")
+@document("An export job: its state and progress; the file once it is done", tags=[EXPORTS],
+          params=[path("job_id", {"type": "string"}, "the job id", example="0"),
+                  query("download", {"type": "string"}, "1: send the file")],
+          responses={200: ref("ExportJob")},
+          errors=(401, 403, 404, 409), security="optional")
+def job(job_id: str):
+    """Poll a background export; ``?download=1`` sends the file when it is done."""
+    from gis.errors import Conflict
+
+    _staff()
+    j = _jobs().get(job_id)
+    if j is None:
+        raise NotFound("no such export job", field="job_id")
+    if request.args.get("download") == "1":
+        if j.state != "done":
+            raise Conflict(f"the export is {j.state}; try again when it is done")
+        return send_file(j.path, as_attachment=True, download_name=j.path.name,
+                         mimetype=BUILT.get(j.path.suffix.lstrip("."),
+                                            "application/octet-stream"))
+    return jsonify({**j.to_dict(), "download": url_for("exports.job", job_id=job_id,
+                                                       download=1)})
+
+
+__all__ = ["bp", "InvalidInput"]
