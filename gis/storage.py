@@ -353,6 +353,12 @@ class SqlCaseStore(CaseStore):
         return sa.and_(cases.c.lon >= minx, cases.c.lon <= maxx,
                        cases.c.lat >= miny, cases.c.lat <= maxy)
 
+    def epoch_seconds(self, column) -> sa.ColumnElement[int]:
+        """SQL: whole seconds since 1970 of a naive-UTC timestamp column, truncated
+        (SQLite's ``strftime('%s')`` truncates; backends whose EXTRACT keeps the
+        fraction override this to truncate too)."""
+        return sa.cast(sa.extract("epoch", column), sa.Integer)
+
     def _filters(self, bbox=None, grid=None, status=None, category=None, compound=None,
                  grids=None, org=None, published=None, needs=None):
         conds = []
@@ -400,8 +406,7 @@ class SqlCaseStore(CaseStore):
         drawing, newest first, and how many match in all."""
         conds = self._filters(bbox, None, status, category, None)
         q = (sa.select(cases.c.id, cases.c.lon, cases.c.lat, cases.c.status, cases.c.category,
-                       sa.cast(sa.extract("epoch", cases.c.created_at), sa.Integer),
-                       cases.c.title)
+                       self.epoch_seconds(cases.c.created_at), cases.c.title)
              .where(*conds).order_by(cases.c.created_at.desc()).limit(limit))
         with self._read() as conn:
             rows = conn.execute(q).fetchall()
@@ -594,6 +599,10 @@ class PostgisCaseStore(SqlCaseStore):
         envelope = sa.func.ST_MakeEnvelope(minx, miny, maxx, maxy, 4326)
         return sa.and_(sa.literal_column("cases.geom").op("&&", is_comparison=True)(envelope),
                        super().bbox_condition(minx, miny, maxx, maxy))
+
+    def epoch_seconds(self, column) -> sa.ColumnElement[int]:
+        # EXTRACT gives fractional seconds and CAST rounds: floor first, as SQLite does.
+        return sa.cast(sa.func.floor(sa.extract("epoch", column)), sa.Integer)
 
     def locate_in_db(self, lon: float, lat: float) -> dict | None:
         """The chain street → community → compound (or None) → grid holding a point,

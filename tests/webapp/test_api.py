@@ -1,10 +1,14 @@
-"""The JSON API, end to end through Flask's test client over a real SQLite file."""
+"""The JSON API, end to end through Flask's test client over a real database
+(SQLite, and PostGIS when configured)."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.conftest import INSIDE, OUTSIDE
+
+# The same tests on every storage backend (tests/conftest.py: PostGIS when configured).
+pytestmark = pytest.mark.backends("sqlite", "postgis")
 
 
 def count_cases(client) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 import struct
 import threading
 import zlib
@@ -23,6 +22,9 @@ import sqlalchemy as sa
 from PIL import Image
 
 from gis.accounts import checkins
+
+# The same tests on every storage backend (tests/conftest.py: PostGIS when configured).
+pytestmark = pytest.mark.backends("sqlite", "postgis")
 
 XIALIANG_GRID = "451102003001001"  # one of gw's grids (厦良社区)
 XIALIANG_COMPOUND = "451102003001C01"  # 厦良新村小区, inside that grid
@@ -190,13 +192,6 @@ def case_count(app) -> int:
     return app.extensions["hemei"].store.list_cases(limit=1)[1]
 
 
-def _new_app(template: Path, dest: Path, **config):
-    from webapp import create_app
-
-    shutil.copytree(template, dest)
-    return create_app({"TESTING": True, "INSTANCE": str(dest), "TILES": "none", **config})
-
-
 def _api_for(app, instance: Path) -> Api:
     h = app.extensions["hemei"]
     people = json.loads((instance / "tokens.json").read_text(encoding="utf-8"))
@@ -210,13 +205,13 @@ def _api_for(app, instance: Path) -> Api:
 
 
 @pytest.fixture(scope="module")
-def world(seeded_template, tmp_path_factory):
+def world(instance_maker, tmp_path_factory):
     """One instance for the module: every test works on cases it creates itself."""
     inst = tmp_path_factory.mktemp("workflow") / "instance"
-    app = _new_app(seeded_template, inst)
+    app = instance_maker.new_app(inst)
     api = _api_for(app, inst)
     yield SimpleNamespace(app=app, api=api, instance=inst)
-    app.extensions["hemei"].store.dispose()
+    instance_maker.close(app)
 
 
 # --------------------------------------------------------------------- role × action
@@ -612,12 +607,12 @@ def test_evaluation_and_a_close_at_the_same_moment_leave_nothing_half_written(ap
 
 
 @pytest.fixture(scope="module")
-def small_photos(seeded_template, tmp_path_factory):
+def small_photos(instance_maker, tmp_path_factory):
     """An instance whose photo limit is 0.05 MB (about 52 KB)."""
     inst = tmp_path_factory.mktemp("small") / "instance"
-    app = _new_app(seeded_template, inst, MAX_PHOTO_MB="0.05")
+    app = instance_maker.new_app(inst, MAX_PHOTO_MB="0.05")
     yield SimpleNamespace(app=app, api=_api_for(app, inst), instance=inst)
-    app.extensions["hemei"].store.dispose()
+    instance_maker.close(app)
 
 
 def _resolve_with(api: Api, case_id: int, photos: list[bytes], role="crew", **fields):
