@@ -158,8 +158,8 @@ class Accounts:
     def add_org(self, name: str, kind: str = "partner") -> int:
         """Create an organisation (a property company, partner unit or crew)."""
         name = (name or "").strip()
-        if not name:
-            raise InvalidInput("organisation name is required", field="name")
+        if not name or len(name) > 200:
+            raise InvalidInput("organisation name must be 1–200 characters", field="name")
         if kind not in ORG_KINDS:
             raise InvalidInput(f"kind must be one of {', '.join(ORG_KINDS)}", field="kind")
         with self.store._write() as conn:
@@ -211,6 +211,11 @@ class Accounts:
                 raise InvalidInput(f"unknown grid code(s): {', '.join(unknown)}", field="grid")
         if role == "field_staff" and org_id is None:
             raise InvalidInput("field staff belong to an organisation (--org)", field="org")
+        if display_name is not None and len(display_name) > 100:
+            raise InvalidInput("display name must be at most 100 characters",
+                               field="display_name")
+        if area_code is not None and len(area_code) > 32:
+            raise InvalidInput("area code must be at most 32 characters", field="area_code")
         if password is not None and len(password) < 8:
             raise InvalidInput("password must be at least 8 characters", field="password")
         with self.store._write() as conn:

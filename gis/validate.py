@@ -328,6 +328,12 @@ def _attribute_problems(level: str, gdf: gpd.GeoDataFrame) -> list[Problem]:
                 level, None, "error", "missing_code",
                 f"{level} row {row + 1} has no code",
             ))
+        elif len(str(code)) > 32:
+            # The store keeps codes in 32 characters (PostgreSQL enforces it).
+            problems.append(Problem(
+                level, str(code)[:32], "error", "missing_code",
+                f"{level} row {row + 1}: code is {len(str(code))} characters; the limit is 32",
+            ))
     series = pd.Series(codes, dtype=object)
     repeated = series[series.notna() & series.duplicated(keep=False)]
     for code, rows in repeated.groupby(repeated, sort=True).groups.items():
@@ -341,6 +347,12 @@ def _attribute_problems(level: str, gdf: gpd.GeoDataFrame) -> list[Problem]:
             problems.append(Problem(
                 level, codes[row], "error", "missing_name",
                 f"{level} {_label(codes[row], row)} has no name",
+            ))
+        elif len(str(name)) > 200:
+            problems.append(Problem(
+                level, codes[row], "error", "missing_name",
+                f"{level} {_label(codes[row], row)}: name is {len(str(name))} characters; "
+                "the limit is 200",
             ))
     return problems
 

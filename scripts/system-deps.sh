@@ -3,6 +3,7 @@
 #   chromium        — the real browser the browser tests drive (through Playwright)
 #   fonts-noto-cjk  — so Chinese renders in screenshots instead of empty boxes
 #   gdal-bin        — ogrinfo/ogr2ogr, a real GIS client to open what we export and serve
+#   poppler-utils   — pdftotext/pdftoppm, to read back the monthly report PDF
 # With --check-or-install: install what is missing when we are root with apt-get (CI, a
 # fresh dev container); otherwise print what is missing and carry on (the tests that need
 # it say so). Idempotent: does nothing when everything is there.
@@ -38,6 +39,7 @@ apt_install() {
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v ogrinfo >/dev/null 2>&1 || need+=(gdal-bin)
+command -v pdftotext >/dev/null 2>&1 || need+=(poppler-utils)
 [ -d /usr/share/fonts/opentype/noto ] || dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need+=(fonts-noto-cjk)
 
 if [ ${#need[@]} -gt 0 ]; then
