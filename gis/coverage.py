@@ -53,6 +53,20 @@ _UNITS = {
 }
 
 
+def format_value(kind: str, value, locale: str = "zh") -> str:
+    """A number as text by its kind: counts whole, rates as a percentage with one decimal,
+    anything else with one decimal; NaN/None as "no data" in ``locale``. Shared by the
+    coverage metrics and the indicators."""
+    if value is None or pd.isna(value):
+        return _label("no_data", locale)
+    v = float(value)
+    if kind == "count":
+        return f"{round(v):d}"
+    if kind == "rate":
+        return f"{v * 100:.1f}%"
+    return f"{v:.1f}"
+
+
 @dataclass(frozen=True)
 class Metric:
     """One indicator: its names, its formula in words, and how to read it.
@@ -87,14 +101,7 @@ class Metric:
     def format(self, value, locale: str = "zh") -> str:
         """``value`` as text: counts whole, rates as a percentage with one decimal,
         ratios with one decimal; NaN/None as "no data" in ``locale``."""
-        if value is None or pd.isna(value):
-            return _label("no_data", locale)
-        v = float(value)
-        if self.kind == "count":
-            return f"{round(v):d}"
-        if self.kind == "rate":
-            return f"{v * 100:.1f}%"
-        return f"{v:.1f}"
+        return format_value(self.kind, value, locale)
 
     def to_dict(self) -> dict:
         """A JSON-able description (API responses, legends)."""

@@ -113,7 +113,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from gis.cases import OPEN_STATUSES
-from gis.coverage import Period
+from gis.coverage import Period, format_value
 from gis.errors import InvalidInput
 from gis.i18n import label as _label
 from gis.storage import boundaries, case_events, cases, layer_versions
@@ -177,14 +177,7 @@ class Indicator:
     def format(self, value, locale: str = "zh") -> str:
         """``value`` as text: counts whole, rates as a percentage and hours with one
         decimal; NaN/None as "no data"."""
-        if value is None or pd.isna(value):
-            return _label("no_data", locale)
-        v = float(value)
-        if self.kind == "count":
-            return f"{round(v):d}"
-        if self.kind == "rate":
-            return f"{v * 100:.1f}%"
-        return f"{v:.1f}"
+        return format_value(self.kind, value, locale)
 
     def format_change(self, change, locale: str = "zh") -> str:
         """A ``_mom_change``/``_yoy_change`` value as text: ``+3.0 个百分点`` / ``+3.0 pp``

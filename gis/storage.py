@@ -459,16 +459,24 @@ class SqlCaseStore(CaseStore):
                     to_status=status, note=pre.get("note") or "", kind=pre["kind"],
                     data=json.dumps(pre["data"], ensure_ascii=False) if pre.get("data")
                     else None))
-            eid = conn.execute(sa.insert(case_events).values(
-                case_id=case_id, at=now, actor=actor, from_status=status, to_status=to,
-                note=note or "", kind="transition", lon=lon, lat=lat,
-                data=json.dumps(data, ensure_ascii=False) if data else None,
-            )).inserted_primary_key[0]
-            for p in photo_rows or []:
-                conn.execute(sa.insert(photos).values(case_id=case_id, event_id=eid,
-                                                      created_at=now, **p))
+            self._record_event(conn, case_id, now, actor, status, to, note, "transition",
+                               data, lon, lat, photo_rows)
             self._bump(conn)
         return self.get_case(case_id)
+
+    @staticmethod
+    def _record_event(conn, case_id, at, actor, from_status, to_status, note, kind, data,
+                      lon, lat, photo_rows) -> int:
+        """Append one history event (and link its photos) inside the caller's transaction."""
+        eid = conn.execute(sa.insert(case_events).values(
+            case_id=case_id, at=at, actor=actor, from_status=from_status,
+            to_status=to_status, note=note or "", kind=kind, lon=lon, lat=lat,
+            data=json.dumps(data, ensure_ascii=False) if data else None,
+        )).inserted_primary_key[0]
+        for p in photo_rows or []:
+            conn.execute(sa.insert(photos).values(case_id=case_id, event_id=eid,
+                                                  created_at=at, **p))
+        return eid
 
     def update_case(self, case_id: int, *, actor: str, kind: str, note: str = "",
                     changes: dict | None = None, data: dict | None = None,
@@ -493,14 +501,8 @@ class SqlCaseStore(CaseStore):
                                .values(**values))
             if res.rowcount != 1:
                 raise Conflict(f"case {case_id} was changed by someone else; reload it")
-            eid = conn.execute(sa.insert(case_events).values(
-                case_id=case_id, at=now, actor=actor, from_status=row["status"],
-                to_status=row["status"], note=note or "", kind=kind,
-                data=json.dumps(data, ensure_ascii=False) if data else None,
-            )).inserted_primary_key[0]
-            for p in photo_rows or []:
-                conn.execute(sa.insert(photos).values(case_id=case_id, event_id=eid,
-                                                      created_at=now, **p))
+            self._record_event(conn, case_id, now, actor, row["status"], row["status"], note,
+                               kind, data, None, None, photo_rows)
             self._bump(conn)
         return self.get_case(case_id)
 
