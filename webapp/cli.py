@@ -45,17 +45,65 @@ def init() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--debug", is_flag=True, help="Flask debug mode (never in production).")
-def serve(host: str, port: int, debug: bool) -> None:
-    """Run the web app (initialising the database and demo data on first run)."""
+@click.option("--production", is_flag=True,
+              help="Serve with gunicorn (several worker processes, JSON access log).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="gunicorn worker processes with --production (default: 2×cores+1, "
+                   "at most 8).")
+def serve(host: str, port: int, debug: bool, production: bool, workers: int | None) -> None:
+    """Run the web app (initialising the database and demo data on first run): the
+    development server, or gunicorn with --production."""
+    import os
+
     from webapp import create_app
 
+    if production and debug:
+        click.echo("error: --debug is for the development server, not --production",
+                   err=True)
+        sys.exit(2)
+    if workers is not None and not production:
+        click.echo("error: --workers needs --production", err=True)
+        sys.exit(2)
+    if production:
+        os.environ.setdefault("HEMEI_ACCESS_LOG", "1")  # one JSON line per request
     try:
+        # Initialise the database (first run) here, once, before gunicorn forks.
         app = create_app()
     except HemeiError as err:
         _fail(err)
+    if production:
+        _serve_gunicorn(app, host, port, workers or min(2 * (os.cpu_count() or 1) + 1, 8))
+        return
     click.echo(f"Hemei Grid on http://{host}:{port}/  (database: "
                f"{app.config['HEMEI']['DATABASE_URL']})")
     app.run(host=host, port=port, debug=debug, threaded=True)
+
+
+def _serve_gunicorn(app, host: str, port: int, workers: int) -> None:
+    """Serve ``app`` (made, and its database initialised, in this process) with gunicorn:
+    the workers fork from it (preload), each with its own database connections."""
+    from gunicorn.app.base import BaseApplication
+
+    app.extensions["hemei"].store.dispose()  # no connection crosses the fork
+
+    def post_fork(server, worker):
+        # Forget any pooled connection inherited from the master (never close it).
+        app.extensions["hemei"].store.engine.dispose(close=False)
+
+    class HemeiGunicorn(BaseApplication):
+        def load_config(self):
+            for k, v in {"bind": f"{host}:{port}", "workers": workers, "threads": 4,
+                         "preload_app": True, "post_fork": post_fork, "accesslog": None,
+                         "errorlog": "-", "loglevel": "info", "graceful_timeout": 10,
+                         "proc_name": "hemei"}.items():
+                self.cfg.set(k, v)
+
+        def load(self):
+            return app
+
+    click.echo(f"Hemei Grid (gunicorn, {workers} workers) on http://{host}:{port}/  "
+               f"(database: {app.config['HEMEI']['DATABASE_URL']})", err=True)
+    HemeiGunicorn().run()
 
 
 @main.command("import-shapes")
@@ -385,6 +433,44 @@ def report(period, out, lang, street) -> None:
         click.echo(f"error: cannot write {out}: {err.strerror or err}", err=True)
         sys.exit(2)
     click.echo(f"wrote {len(result['pages'])} pages to {out}", err=True)
+
+
+# -- backups ---------------------------------------------------------------------------------
+def _print_counts(verb: str, where: str, counts: dict[str, int]) -> None:
+    for table, n in counts.items():
+        click.echo(f"{table}\t{n}")
+    click.echo(f"{verb} {sum(counts.values())} rows in {len(counts)} tables {where}",
+               err=True)
+
+
+@main.command("backup")
+@click.argument("out", type=click.Path(dir_okay=False))
+def backup_cmd(out: str) -> None:
+    """Back up the database to OUT (SQLite: online backup; PostGIS: pg_dump). Photos
+    are files in the instance folder: back them up separately."""
+    from gis.backup import backup
+
+    url = str(read_settings()["DATABASE_URL"])
+    try:
+        counts = backup(url, out)
+    except HemeiError as err:
+        _fail(err)
+    _print_counts("backed up", f"to {out}", counts)
+
+
+@main.command("restore")
+@click.argument("in_path", metavar="IN", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite a database that holds data.")
+def restore_cmd(in_path: str, force: bool) -> None:
+    """Restore the database from the backup IN (stop the app first, or restart it after)."""
+    from gis.backup import restore
+
+    url = str(read_settings()["DATABASE_URL"])
+    try:
+        counts = restore(url, in_path, force=force)
+    except HemeiError as err:
+        _fail(err)
+    _print_counts("restored", f"from {in_path}", counts)
 
 
 if __name__ == "__main__":
