@@ -181,10 +181,18 @@ class Hemei:
 
     def report(self, payload: object, actor: str = "anonymous", *,
                photos: list[bytes] | None = None, extra: dict | None = None,
-               compound: str | None = None):
+               compound: str | None = None, idempotency: tuple[int, str] | None = None):
         """Validate, locate and store a new case (with its photos, all or nothing).
         Raises ``InvalidInput`` naming the bad field, or ``OutsideJurisdiction`` for a
-        point outside the street (or outside ``compound`` when a report is scoped)."""
+        point outside the street (or outside ``compound`` when a report is scoped).
+        ``idempotency`` = (user id, Idempotency-Key): if that key already made a case,
+        :class:`gis.storage.IdempotentReplay` names it and nothing new is stored."""
+        if idempotency is not None:
+            from gis.storage import IdempotentReplay
+
+            done = self.store.idempotent_case_id(*idempotency)
+            if done is not None:
+                raise IdempotentReplay(done)
         new: NewCase = parse_new_case(payload)
         datum = payload.get("datum") or "wgs84"
         if datum not in ("wgs84", "gcj02"):
@@ -206,7 +214,8 @@ class Hemei:
         rows, keys = self._store_photos(photos or [], role="report")
         try:
             return self.store.create_case(new, chain, self.due(utcnow(), new.category),
-                                          actor=actor, extra=extra, photo_rows=rows)
+                                          actor=actor, extra=extra, photo_rows=rows,
+                                          idempotency=idempotency)
         except Exception:
             self._forget_photos(keys)
             raise

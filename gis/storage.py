@@ -133,6 +133,26 @@ photos = sa.Table(
     sa.Index("ix_photos_case", "case_id"),
 )
 
+# Idempotency-Key of POST /api/v1/issues: (user, key) → the case the first request made.
+# Written in the case's own transaction; the primary key makes concurrent retries race-safe.
+idempotency_keys = sa.Table(
+    "idempotency_keys", metadata,
+    sa.Column("user_id", sa.Integer, nullable=False),
+    sa.Column("key", sa.String(100), nullable=False),
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.PrimaryKeyConstraint("user_id", "key", name="pk_idempotency_keys"),
+)
+
+
+class IdempotentReplay(Exception):
+    """The (user, Idempotency-Key) already made a case: ``case_id`` is that case."""
+
+    def __init__(self, case_id: int):
+        super().__init__(f"idempotency key already used for case {case_id}")
+        self.case_id = case_id
+
+
 LEVELS = ("street", "community", "compound", "grid")
 _CASE_COLS = [c.name for c in cases.columns]
 
@@ -279,9 +299,13 @@ class SqlCaseStore(CaseStore):
 
     def create_case(self, new: NewCase, chain: dict, due_at: datetime | None,
                     actor: str = "system", *, extra: dict | None = None,
-                    photo_rows: list[dict] | None = None) -> Case:
+                    photo_rows: list[dict] | None = None,
+                    idempotency: tuple[int, str] | None = None) -> Case:
         """Insert a case, its first history event and its photos in one transaction.
-        ``extra`` holds further column values (tracking code, reporter, needs kind …)."""
+        ``extra`` holds further column values (tracking code, reporter, needs kind …).
+        ``idempotency`` = (user id, key) is recorded in the same transaction; if that key
+        was already used (a concurrent retry won), nothing is written and
+        :class:`IdempotentReplay` names the winner's case."""
         now = new.created_at or utcnow()
         values = {
             "category": new.category, "title": new.title, "description": new.description,
@@ -290,16 +314,35 @@ class SqlCaseStore(CaseStore):
             "updated_at": now, "due_at": due_at, "row_version": 1, "published": False,
             "rework_count": 0, "extension_count": 0, **(extra or {}),
         }
-        with self._write() as conn:
-            cid = conn.execute(sa.insert(cases).values(**values)).inserted_primary_key[0]
-            eid = conn.execute(sa.insert(case_events).values(
-                case_id=cid, at=now, actor=actor, from_status=None, to_status="reported",
-                note="", kind="transition", lon=new.lon, lat=new.lat)).inserted_primary_key[0]
-            for p in photo_rows or []:
-                conn.execute(sa.insert(photos).values(case_id=cid, event_id=eid,
-                                                      created_at=now, **p))
-            self._bump(conn)
+        try:
+            with self._write() as conn:
+                cid = conn.execute(sa.insert(cases).values(**values)).inserted_primary_key[0]
+                eid = conn.execute(sa.insert(case_events).values(
+                    case_id=cid, at=now, actor=actor, from_status=None,
+                    to_status="reported", note="", kind="transition", lon=new.lon,
+                    lat=new.lat)).inserted_primary_key[0]
+                for p in photo_rows or []:
+                    conn.execute(sa.insert(photos).values(case_id=cid, event_id=eid,
+                                                          created_at=now, **p))
+                if idempotency is not None:
+                    conn.execute(sa.insert(idempotency_keys).values(
+                        user_id=idempotency[0], key=idempotency[1], case_id=cid,
+                        created_at=utcnow()))
+                self._bump(conn)
+        except sa.exc.IntegrityError:
+            # Rolled back. A concurrent request with the same key won: name its case.
+            winner = self.idempotent_case_id(*idempotency) if idempotency else None
+            if winner is None:
+                raise
+            raise IdempotentReplay(winner) from None
         return self.get_case(cid)
+
+    def idempotent_case_id(self, user_id: int, key: str) -> int | None:
+        """The case that ``user_id``'s request with Idempotency-Key ``key`` made."""
+        with self._read() as conn:
+            return conn.execute(sa.select(idempotency_keys.c.case_id).where(
+                idempotency_keys.c.user_id == user_id,
+                idempotency_keys.c.key == key)).scalar()
 
     def find_by_tracking_code(self, code: str) -> Case:
         """The case with this resident tracking code; ``NotFound`` otherwise."""

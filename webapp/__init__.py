@@ -52,6 +52,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     hemei = Hemei(settings)
     hemei.ensure_initialised()
     app.extensions["hemei"] = hemei
+    from webapp import health
+
+    # First, so its access log (when on) runs after every other after_request hook.
+    health.init_app(app)  # /healthz, /readyz (outside /api/v1)
 
     from webapp import admin, api, auth, errors, field, i18n, open311, pages, resident
 

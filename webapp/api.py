@@ -17,6 +17,7 @@ from webapp.apidoc import (
     Content,
     document,
     geojson,
+    header,
     paging_params,
     path,
     query,
@@ -328,20 +329,45 @@ NEW_CASE_EXAMPLE = {"category": "street_light", "lon": 111.57, "lat": 24.40,
                                          "application/octet-stream"},
               "description": "JPEG, PNG or WebP photos"}}},
           body_example=NEW_CASE_EXAMPLE,
+          params=[header("Idempotency-Key", {
+              "type": "string", "minLength": 1, "maxLength": 100,
+              "pattern": "^[!-~]([ -~]*[!-~])?$"},
+              "Makes retries safe: 1–100 printable ASCII characters, unique per report. A "
+              "retry with a key you already used answers 200 with the case the first "
+              "request made (same id and Location) instead of reporting it again.")],
           responses={201: Content(ref("CaseFeature"), description="reported and located",
+                                  headers={"Location": {"schema": {"type": "string"},
+                                                        "description": "the case's URL"}}),
+                     200: Content(ref("CaseFeature"),
+                                  description="a retry: the case this Idempotency-Key made",
                                   headers={"Location": {"schema": {"type": "string"},
                                                         "description": "the case's URL"}})},
           errors=(400, 413, 422))
 def create_issue():
     """Report a case (token): JSON with category, lon, lat, description, optional title
-    and source; or a multipart form with photos."""
+    and source; or a multipart form with photos. An ``Idempotency-Key`` header makes
+    retries safe: the same key from the same user answers with the case it made."""
+    import re
+
+    from gis.storage import IdempotentReplay
+
     user = api_user("admin", "grid_worker", "field_staff")
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not re.fullmatch(r"[!-~](?:[ -~]{0,98}[!-~])?", key):
+        raise InvalidInput("the Idempotency-Key header must be 1 to 100 printable ASCII "
+                           "characters (no leading or trailing spaces)",
+                           field="Idempotency-Key")
     payload, photos = body_and_photos()
     if isinstance(payload, dict) and not payload.get("source"):
         payload = {**payload, "source": "patrol"}
-    case = hemei().report(payload, actor=user.display_name, photos=photos)
+    status = 201
+    try:
+        case = hemei().report(payload, actor=user.display_name, photos=photos,
+                              idempotency=(user.id, key) if key is not None else None)
+    except IdempotentReplay as replay:
+        case, status = hemei().store.get_case(replay.case_id), 200
     resp = jsonify(case_feature(case, history=True, staff=True))
-    resp.status_code = 201
+    resp.status_code = status
     resp.headers["Location"] = url_for("api.get_issue", case_id=case.id)
     return resp
 
