@@ -174,21 +174,22 @@ class Accounts:
             return [dict(r) for r in conn.execute(
                 sa.select(organisations).order_by(organisations.c.name)).mappings()]
 
-    def org_by_name(self, name: str) -> dict:
+    def _org_where(self, cond, missing: str) -> dict:
         with self.store._read() as conn:
-            row = conn.execute(sa.select(organisations)
-                               .where(organisations.c.name == name)).mappings().first()
+            row = conn.execute(sa.select(organisations).where(cond)).mappings().first()
         if row is None:
-            raise NotFound(f"no organisation named {name!r}", field="org")
+            raise NotFound(missing, field="org")
         return dict(row)
 
+    def org_by_name(self, name: str) -> dict:
+        """The organisation called ``name``; ``NotFound`` if none."""
+        return self._org_where(organisations.c.name == name,
+                               f"no organisation named {name!r}")
+
     def org(self, org_id: int) -> dict:
-        with self.store._read() as conn:
-            row = conn.execute(sa.select(organisations)
-                               .where(organisations.c.id == org_id)).mappings().first()
-        if row is None:
-            raise NotFound(f"no organisation with id {org_id}", field="org")
-        return dict(row)
+        """The organisation ``org_id``; ``NotFound`` if none."""
+        return self._org_where(organisations.c.id == org_id,
+                               f"no organisation with id {org_id}")
 
     # -- users ----------------------------------------------------------------
     def add_user(self, username: str, role: str, *, password: str | None = None,
