@@ -14,6 +14,9 @@
 # for HEMEI_TEST_PG_URL as its only line on stdout. Safe to run twice: it creates only
 # what is missing and starts only what is stopped.
 set -euo pipefail
+# Everything the tools we call print goes to stderr (pg_ctlcluster, for one, prints "Removed
+# stale pid file." on stdout); fd 3 keeps the real stdout for the one line we promise.
+exec 3>&1 1>&2
 
 postgis=0
 for arg in "$@"; do
@@ -102,4 +105,4 @@ if [ "$(psql_q -tAc "SELECT 1 FROM pg_database WHERE datname = 'hemei_test'")" !
 fi
 psql_q -d hemei_test -c "CREATE EXTENSION IF NOT EXISTS postgis"
 
-echo "postgresql+psycopg://hemei:hemei@127.0.0.1:$port/hemei_test"
+echo "postgresql+psycopg://hemei:hemei@127.0.0.1:$port/hemei_test" >&3
