@@ -32,6 +32,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+import warnings
 from contextlib import contextmanager, suppress
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -134,26 +135,37 @@ def table_checksums(url: str) -> dict[str, tuple[int, str]]:
     if _backend(url) == "sqlite" and not _sqlite_path(url).exists():
         raise BackupError(f"no database at {_sqlite_path(url)}")
     engine = _engine(url)
-    out: dict[str, tuple[int, str]] = {}
     try:
         with engine.connect() as conn, conn.begin():
-            have = set(sa.inspect(conn).get_table_names())
-            for table in _tables():
-                if table.name not in have:
-                    continue
-                order = list(table.primary_key.columns) or list(table.columns)
-                digest = hashlib.sha256()
-                n = 0
-                result = conn.execution_options(yield_per=2000).execute(
-                    sa.select(*table.columns).order_by(*order))
-                for row in result:
-                    digest.update(("\t".join(map(_text, row)) + "\n").encode("utf-8"))
-                    n += 1
-                out[table.name] = (n, digest.hexdigest())
+            return checksums(conn)
     except sa.exc.DBAPIError as err:
         raise BackupError(f"cannot read {_safe(url)}: {_first_line(err.orig)}") from err
     finally:
         engine.dispose()
+
+
+def checksums(conn) -> dict[str, tuple[int, str]]:
+    """:func:`table_checksums` on an open connection (in the caller's transaction)."""
+    out: dict[str, tuple[int, str]] = {}
+    insp = sa.inspect(conn)
+    have = set(insp.get_table_names())
+    for table in _tables():
+        if table.name not in have:
+            continue
+        # The columns the database has: an older schema (before an upgrade) lacks some.
+        with warnings.catch_warnings():  # PostGIS's geometry type is unknown to SQLAlchemy
+            warnings.filterwarnings("ignore", "Did not recognize type", sa.exc.SAWarning)
+            present = {c["name"] for c in insp.get_columns(table.name)}
+        columns = [c for c in table.columns if c.name in present]
+        order = list(table.primary_key.columns) or columns
+        digest = hashlib.sha256()
+        n = 0
+        result = conn.execution_options(yield_per=2000).execute(
+            sa.select(*columns).order_by(*order))
+        for row in result:
+            digest.update(("\t".join(map(_text, row)) + "\n").encode("utf-8"))
+            n += 1
+        out[table.name] = (n, digest.hexdigest())
     return out
 
 
@@ -172,7 +184,8 @@ def _first_line(err: object) -> str:
 
 
 def _has_data(url: str) -> bool:
-    """Whether the database holds any row outside ``meta`` (a fresh schema is empty)."""
+    """Whether the database holds any row outside ``meta`` and ``alembic_version`` (a
+    fresh schema is empty)."""
     if _backend(url) == "sqlite":
         path = _sqlite_path(url)
         if not path.exists() or path.stat().st_size == 0:
@@ -182,7 +195,8 @@ def _has_data(url: str) -> bool:
         with engine.connect() as conn:
             insp = sa.inspect(conn)
             for name in insp.get_table_names():
-                if name in ("meta", "spatial_ref_sys") or name.startswith("sqlite_"):
+                if (name in ("meta", "spatial_ref_sys", "alembic_version")
+                        or name.startswith("sqlite_")):
                     continue
                 q = sa.text(f"SELECT 1 FROM {conn.dialect.identifier_preparer.quote(name)} "
                             "LIMIT 1")

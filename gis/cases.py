@@ -170,6 +170,7 @@ class Case:
     reporter_name: str | None = None
     reporter_phone: str | None = None
     satisfaction: str | None = None
+    grid_version_id: int | None = None  # the grid layer version its codes come from
     history: list[dict] = field(default_factory=list)
 
     @property

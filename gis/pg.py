@@ -3,10 +3,11 @@ point-in-boundary query, and database administration helpers (create a database 
 template, drop one) for setup scripts and tests.
 
 The shared tables (:mod:`gis.storage`, :mod:`gis.accounts`) keep plain ``lon``/``lat``
-columns and WKB boundaries, which every backend reads. On PostGIS, DDL run after
-``metadata.create_all`` adds real geometry columns in EPSG:4326 with GiST indexes,
-filled by ``BEFORE INSERT OR UPDATE`` triggers, so no Python code writes them and a
-row inserted by any client (``psql``, ``ogr2ogr``, a bulk import) gets its geometry too:
+columns and WKB boundaries, which every backend reads. On PostGIS, DDL in the first
+migration (``gis/migrations/versions/0001_…``) adds real geometry columns in EPSG:4326
+with GiST indexes, filled by ``BEFORE INSERT OR UPDATE`` triggers, so no Python code
+writes them and a row inserted by any client (``psql``, ``ogr2ogr``, a bulk import)
+gets its geometry too:
 
 - ``cases.geom geometry(Point, 4326)`` from ``lon``/``lat``;
 - ``boundaries.shape geometry(Geometry, 4326)`` from the WKB in ``boundaries.geom``
@@ -19,10 +20,6 @@ the same column list on every backend.
 from __future__ import annotations
 
 import sqlalchemy as sa
-
-# Bumped when the DDL below changes: a database with an older mark gets the DDL again
-# (every statement is idempotent). Kept in the ``meta`` table.
-SCHEMA_MARK = ("postgis_schema", "1")
 
 # Serialises schema set-up when several workers start at once (any constant works;
 # advisory locks are per database).
@@ -78,23 +75,6 @@ def ensure_postgis(conn) -> None:
         raise RuntimeError(
             f"the database {db!r} has no PostGIS and this role may not create it; as a "
             f"superuser run: psql -d {db} -c 'CREATE EXTENSION postgis'") from exc
-
-
-def ensure_spatial_schema(conn, meta_table) -> None:
-    """Add the geometry columns, triggers and GiST indexes unless ``meta`` says they are
-    there already (so a normal start takes no table locks)."""
-    key, version = SCHEMA_MARK
-    have = conn.execute(sa.select(meta_table.c.value)
-                        .where(meta_table.c.key == key)).scalar()
-    if have == version:
-        return
-    for stmt in SPATIAL_DDL:
-        conn.exec_driver_sql(stmt)
-    if have is None:
-        conn.execute(sa.insert(meta_table).values(key=key, value=version))
-    else:
-        conn.execute(sa.update(meta_table).where(meta_table.c.key == key)
-                     .values(value=version))
 
 
 # One query for the grid and the compound holding a point (the edge rule: the smallest

@@ -27,7 +27,7 @@ from gis.cases import (
 from gis.catalogue import get_category, load_catalogue
 from gis.errors import Conflict, Forbidden, InvalidInput, LayerError, OutsideJurisdiction
 from gis.locate import Locator, check_lon_lat
-from gis.storage import CaseStore, open_store
+from gis.storage import CaseStore, StaleLayers, open_store
 
 # The order a demo case walks through the skeleton's flow to reach its status.
 _PATH = {
@@ -45,11 +45,13 @@ class Hemei:
 
     def __init__(self, settings: dict):
         self.settings = settings
-        self.store: CaseStore = open_store(str(settings["DATABASE_URL"]))
+        self.store: CaseStore = open_store(
+            str(settings["DATABASE_URL"]),
+            migrate=str(settings.get("AUTO_MIGRATE", "1")).strip().lower()
+            not in ("0", "false", "no", "off"))
         self.accounts = Accounts(self.store)
         self.holidays = parse_holidays(str(settings.get("HOLIDAYS") or ""))
-        self._locator: Locator | None = None
-        self._layers_key: object = None
+        self._locator_pair: tuple[Locator, int | None, tuple] | None = None
         self._lock = threading.Lock()
         self._photos = None
 
@@ -64,21 +66,34 @@ class Hemei:
 
     # -- boundaries -------------------------------------------------------------
     def _layers_version_key(self):
-        return tuple(v["id"] for v in self.store.layer_versions() if v["active"])
+        return tuple((v["level"], v["id"]) for v in self.store.layer_versions()
+                     if v["active"])
 
-    @property
-    def locator(self) -> Locator:
-        """The locator over the active layers (rebuilt when a new version is activated)."""
+    def layers_version(self) -> str:
+        """The active layer versions as one short string (a cache key, a URL's ``?v=``)."""
+        return "-".join(str(vid) for _, vid in self._layers_version_key())
+
+    def _located(self) -> tuple[Locator, int | None]:
+        """The locator over the active layers and the grid layer version it was built
+        from, as one pair (rebuilt when a new version is activated). The version is read
+        before the layers: if an import lands in between, the pair names an old version
+        with new layers, and the store's check sends the report round again."""
         key = self._layers_version_key()
-        if self._locator is None or key != self._layers_key:
+        current = self._locator_pair
+        if current is None or key != current[2]:
             with self._lock:
                 layers = self.store.load_active_layers()
                 if "grid" not in layers:
                     raise LayerError("no grid layer is active; run `hemei init` or "
                                      "`hemei import-shapes`")
-                self._locator = Locator(layers)
-                self._layers_key = key
-        return self._locator
+                current = (Locator(layers), dict(key).get("grid"), key)
+                self._locator_pair = current
+        return current[0], current[1]
+
+    @property
+    def locator(self) -> Locator:
+        """The locator over the active layers (rebuilt when a new version is activated)."""
+        return self._located()[0]
 
     @property
     def layers(self) -> dict:
@@ -88,11 +103,14 @@ class Hemei:
     def has_layers(self) -> bool:
         return any(v["active"] for v in self.store.layer_versions())
 
-    def import_layers(self, layers: dict, source: str, *, force: bool = False):
+    def import_layers(self, layers: dict, source: str, *, force: bool = False,
+                      actor: str = "system"):
         """Validate new layers against the active ones and activate them if clean.
 
         Returns the validation report. Errors refuse the import (the active layers are
-        untouched) unless ``force``; warnings (repaired geometries) never block it.
+        untouched) unless ``force``; warnings (repaired geometries) never block it. Open
+        cases are re-assigned to the new boundaries in the same transaction; the
+        report's ``saved`` (:class:`gis.storage.LayerSave`, None if refused) says which.
         """
         from gis.validate import validate_layers
 
@@ -100,7 +118,12 @@ class Hemei:
         others = {k: v for k, v in existing.items() if k not in layers}
         report = validate_layers(layers, existing=others)
         if report.ok or force:
-            self.store.save_layers(report.layers, source)
+            merged = {**others, **report.layers}
+            # Open cases follow the new boundaries (in the same transaction as the
+            # layers); with no grid layer yet there is nothing to locate them on.
+            relocate = Locator(merged).locate_many if "grid" in merged else None
+            report.saved = self.store.save_layers(report.layers, source, relocate=relocate,
+                                                  actor=actor)
         return report
 
     # -- initialisation ---------------------------------------------------------
@@ -203,19 +226,33 @@ class Hemei:
 
             lon, lat = gcj02_to_wgs84(new.lon, new.lat)
             new.lon, new.lat = round(float(lon), 7), round(float(lat), 7)
-        chain = self.locator.locate(new.lon, new.lat)
-        if chain is None:
-            raise OutsideJurisdiction(
-                f"the point ({new.lon:.6f}, {new.lat:.6f}) is outside the jurisdiction "
-                "(no grid contains it)", field="lon")
-        if compound is not None and (chain.get("compound") or {}).get("code") != compound:
-            name = self.locator.name("compound", compound) or compound
-            raise OutsideJurisdiction(f"the point is not inside {name}", field="lon")
-        rows, keys = self._store_photos(photos or [], role="report")
+        rows, keys = None, []
         try:
-            return self.store.create_case(new, chain, self.due(utcnow(), new.category),
-                                          actor=actor, extra=extra, photo_rows=rows,
-                                          idempotency=idempotency)
+            # A boundary import between locating and storing makes the store refuse the
+            # case (StaleLayers): locate it again on the new layers. Twice is plenty
+            # (imports are rare); a third miss is a 409 the client may retry.
+            for attempt in range(3):
+                locator, grid_version = self._located()
+                chain = locator.locate(new.lon, new.lat)
+                if chain is None:
+                    raise OutsideJurisdiction(
+                        f"the point ({new.lon:.6f}, {new.lat:.6f}) is outside the "
+                        "jurisdiction (no grid contains it)", field="lon")
+                if (compound is not None
+                        and (chain.get("compound") or {}).get("code") != compound):
+                    name = locator.name("compound", compound) or compound
+                    raise OutsideJurisdiction(f"the point is not inside {name}", field="lon")
+                if rows is None:
+                    rows, keys = self._store_photos(photos or [], role="report")
+                try:
+                    return self.store.create_case(
+                        new, chain, self.due(utcnow(), new.category), actor=actor,
+                        extra=extra, photo_rows=rows, idempotency=idempotency,
+                        grid_version=grid_version)
+                except StaleLayers:
+                    if attempt == 2:
+                        raise Conflict("the boundary layers changed while this report was "
+                                       "being stored; send it again") from None
         except Exception:
             self._forget_photos(keys)
             raise

@@ -61,6 +61,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PUBLIC_FORM_LIMIT", "10", "Residents' submissions allowed per device per 10 "
             "minutes."),
     Setting("LOCALE", "zh", "Default UI language: zh (简体中文) or en."),
+    Setting("AUTO_MIGRATE", "1", "1: bring the database schema up to date when the service "
+            "starts; 0: refuse to start on an outdated schema until an operator runs "
+            "`hemei db upgrade`."),
     Setting("SECRET_KEY", None, "Flask secret key. Default: a random key kept in the instance."),
 )
 

@@ -15,7 +15,10 @@ were, and old versions stay for history.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import datetime
 
 import geopandas as gpd
@@ -92,6 +95,8 @@ cases = sa.Table(
     sa.Column("reporter_name", sa.String(100)),
     sa.Column("reporter_phone", sa.String(40)),
     sa.Column("satisfaction", sa.String(16)),  # satisfied / not_satisfied (last say)
+    # The grid layer version (layer_versions.id) the codes above come from (migration 0002).
+    sa.Column("grid_version_id", sa.Integer),
     # Covering index for the per-grid GROUP BY of the coverage metrics: the query is
     # answered from the index alone instead of one table lookup per case (5× at 1 M cases).
     sa.Index("ix_cases_grid_cover", "grid_code", "status", "created_at", "due_at",
@@ -100,6 +105,7 @@ cases = sa.Table(
     # read from the index alone, with no lookup per case.
     sa.Index("ix_cases_points", "lon", "lat", "created_at", "status", "category", "title"),
     sa.Index("ix_cases_created", "created_at"),
+    sa.Index("ix_cases_street_status", "street_code", "status"),
 )
 
 case_events = sa.Table(
@@ -145,6 +151,27 @@ idempotency_keys = sa.Table(
 )
 
 
+class StaleLayers(Exception):
+    """A case was located against a grid layer that is no longer the active one (a new
+    layer was imported meanwhile): locate it again. ``active`` is the active version."""
+
+    def __init__(self, active: int | None):
+        super().__init__(f"the grid layer changed (active version {active})")
+        self.active = active
+
+
+@dataclass
+class LayerSave:
+    """What :meth:`SqlCaseStore.save_layers` did: the new version of each level, and the
+    open cases it re-assigned (``moved``: case id → (old codes, new codes)) or could not
+    (``outside``: ids of open cases no new grid holds; they keep their codes)."""
+
+    versions: dict[str, int]
+    checked: int = 0
+    moved: dict[int, tuple[dict, dict]] = dc_field(default_factory=dict)
+    outside: list[int] = dc_field(default_factory=list)
+
+
 class IdempotentReplay(Exception):
     """The (user, Idempotency-Key) already made a case: ``case_id`` is that case."""
 
@@ -163,7 +190,8 @@ class CaseStore:
 
     def init_schema(self) -> None: ...
     def data_version(self) -> int: ...
-    def save_layers(self, layers: dict, source: str) -> dict[str, int]: ...
+    def save_layers(self, layers: dict, source: str, *, relocate=None,
+                    actor: str = "system") -> LayerSave: ...
     def load_active_layers(self) -> dict[str, gpd.GeoDataFrame]: ...
     def layer_versions(self) -> list[dict]: ...
     def create_case(self, new: NewCase, chain: dict, due_at: datetime | None,
@@ -204,12 +232,23 @@ class SqlCaseStore(CaseStore):
             .values(value=sa.cast(sa.cast(meta_table.c.value, sa.Integer) + 1, sa.String))
         )
 
-    def init_schema(self) -> None:
-        """Create missing tables and the meta rows (idempotent)."""
-        import gis.accounts  # noqa: F401  (registers its tables on the shared metadata)
-
-        metadata.create_all(self.engine)
+    @contextmanager
+    def _schema_transaction(self):
+        """The transaction a schema upgrade runs in (backends add their locks)."""
         with self._write() as conn:
+            yield conn
+
+    def init_schema(self, migrate: bool = True) -> None:
+        """Bring the schema up to date with the migrations (:mod:`gis.schema`) and add
+        the meta rows, in one transaction. With ``migrate=False`` only check it, and
+        raise :class:`gis.schema.SchemaOutdated` if it is behind."""
+        from gis import schema
+
+        with self._schema_transaction() as conn:
+            if migrate:
+                schema.upgrade(conn)
+            else:
+                schema.check_current(conn)
             self._ensure_meta(conn)
 
     @staticmethod
@@ -228,39 +267,105 @@ class SqlCaseStore(CaseStore):
         return int(v or 0)
 
     # -- boundary layers --------------------------------------------------------
-    def save_layers(self, layers: dict, source: str) -> dict[str, int]:
+    def save_layers(self, layers: dict, source: str, *,
+                    relocate: Callable[..., pd.DataFrame] | None = None,
+                    actor: str = "system") -> LayerSave:
         """Store ``layers`` (level → GeoDataFrame in EPSG:4326) as new active versions,
-        all in one transaction. Returns level → new version id."""
-        out = {}
+        all in one transaction.
+
+        With ``relocate`` (``Locator.locate_many`` over the new active layers) the open
+        cases are located again in the same transaction: those whose street, community,
+        compound or grid changed get the new codes, a new ``row_version`` (a worker
+        acting on the old assignment gets a 409) and a ``relocation`` event keeping the
+        old codes in their history. Closed cases keep the codes they were handled under.
+        Any failure rolls back everything: layers, codes and events."""
         now = utcnow()
         with self._write() as conn:
+            out = LayerSave(versions={})
             for level, gdf in layers.items():
                 if level not in LEVELS:
                     raise InvalidInput(f"unknown layer {level!r}", field="layer")
-                conn.execute(sa.update(layer_versions).where(layer_versions.c.level == level)
-                             .values(active=False))
-                vid = conn.execute(sa.insert(layer_versions).values(
-                    level=level, created_at=now, source=str(source)[:500],
-                    features=len(gdf), active=True)).inserted_primary_key[0]
-                geoms = gdf.geometry.values
-                bounds = shapely.bounds(geoms)
-                wkb = shapely.to_wkb(geoms)
-                hh = gdf["households"] if "households" in gdf else pd.Series([None] * len(gdf))
-                rows = [
-                    {"version_id": vid, "level": level, "code": _str_or_none(code),
-                     "name": _str_or_none(name),
-                     "parent_code": None if pd.isna(parent) else str(parent),
-                     "households": None if pd.isna(h) else int(h),
-                     "minx": b[0], "miny": b[1], "maxx": b[2], "maxy": b[3], "geom": g}
-                    for code, name, parent, h, b, g in zip(
-                        gdf["code"], gdf["name"], gdf["parent_code"], hh, bounds, wkb,
-                        strict=True)
-                ]
-                if rows:
-                    conn.execute(sa.insert(boundaries), rows)
-                out[level] = vid
+                out.versions[level] = self._insert_layer(conn, level, gdf, source, now)
+            if relocate is not None:
+                self._relocate_open_cases(conn, relocate, out, actor, now)
             self._bump(conn)
         return out
+
+    @staticmethod
+    def _insert_layer(conn, level: str, gdf, source: str, now) -> int:
+        conn.execute(sa.update(layer_versions).where(layer_versions.c.level == level)
+                     .values(active=False))
+        vid = conn.execute(sa.insert(layer_versions).values(
+            level=level, created_at=now, source=str(source)[:500],
+            features=len(gdf), active=True)).inserted_primary_key[0]
+        geoms = gdf.geometry.values
+        bounds = shapely.bounds(geoms)
+        wkb = shapely.to_wkb(geoms)
+        hh = gdf["households"] if "households" in gdf else pd.Series([None] * len(gdf))
+        rows = [
+            {"version_id": vid, "level": level, "code": _str_or_none(code),
+             "name": _str_or_none(name),
+             "parent_code": None if pd.isna(parent) else str(parent),
+             "households": None if pd.isna(h) else int(h),
+             "minx": b[0], "miny": b[1], "maxx": b[2], "maxy": b[3], "geom": g}
+            for code, name, parent, h, b, g in zip(
+                gdf["code"], gdf["name"], gdf["parent_code"], hh, bounds, wkb, strict=True)
+        ]
+        if rows:
+            conn.execute(sa.insert(boundaries), rows)
+        return vid
+
+    def _relocate_open_cases(self, conn, relocate, out: LayerSave, actor: str, now) -> None:
+        code_cols = [f"{lvl}_code" for lvl in LEVELS]
+        found = conn.execute(
+            sa.select(cases.c.id, cases.c.lon, cases.c.lat, cases.c.status,
+                      *(cases.c[c] for c in code_cols))
+            .where(cases.c.status.in_(sorted(OPEN_STATUSES))).order_by(cases.c.id)
+        ).all()
+        out.checked = len(found)
+        if not found:
+            return
+        old = pd.DataFrame(found, columns=["id", "lon", "lat", "status", *code_cols])
+        new = relocate(old["lon"].to_numpy(), old["lat"].to_numpy())
+        inside = new["grid_code"].notna().to_numpy()
+        differs = (old[code_cols].fillna("").to_numpy(dtype=object)
+                   != new[code_cols].fillna("").to_numpy(dtype=object)).any(axis=1)
+        moved = inside & differs
+        out.outside = old.loc[~inside, "id"].astype(int).tolist()
+        grid_version = out.versions.get("grid")
+        if grid_version is None:
+            grid_version = conn.execute(
+                sa.select(layer_versions.c.id).where(layer_versions.c.level == "grid",
+                                                     layer_versions.c.active.is_(True))
+            ).scalar()
+        if moved.any():
+            olds = old.loc[moved, code_cols].to_dict("records")
+            news = new.loc[moved, code_cols].to_dict("records")
+            ids = old.loc[moved, "id"].astype(int).tolist()
+            statuses = old.loc[moved, "status"].tolist()
+            b = sa.bindparam
+            conn.execute(
+                sa.update(cases).where(cases.c.id == b("b_id")).values(
+                    **{c: b(f"b_{c}") for c in code_cols}, grid_version_id=grid_version,
+                    row_version=cases.c.row_version + 1, updated_at=now),
+                [{"b_id": i, **{f"b_{c}": n[c] for c in code_cols}}
+                 for i, n in zip(ids, news, strict=True)])
+            versions = json.dumps(out.versions, sort_keys=True)
+            conn.execute(sa.insert(case_events), [
+                {"case_id": i, "at": now, "actor": actor, "from_status": st,
+                 "to_status": st, "kind": "relocation", "lon": None, "lat": None,
+                 "note": f"{o['grid_code'] or '-'} → {n['grid_code'] or '-'}",
+                 "data": json.dumps({"from": o, "to": n, "layer_versions":
+                                     json.loads(versions)}, ensure_ascii=False)}
+                for i, st, o, n in zip(ids, statuses, olds, news, strict=True)])
+            out.moved = {i: (o, n) for i, o, n in zip(ids, olds, news, strict=True)}
+        # Every open case now stands on the new grid layer (moved or not).
+        if "grid" in out.versions:
+            stay = old.loc[inside & ~moved, "id"].astype(int).tolist()
+            for chunk in range(0, len(stay), 500):
+                conn.execute(sa.update(cases)
+                             .where(cases.c.id.in_(stay[chunk:chunk + 500]))
+                             .values(grid_version_id=grid_version))
 
     def load_active_layers(self) -> dict[str, gpd.GeoDataFrame]:
         """The active version of each stored level as GeoDataFrames (EPSG:4326)."""
@@ -300,22 +405,28 @@ class SqlCaseStore(CaseStore):
     def create_case(self, new: NewCase, chain: dict, due_at: datetime | None,
                     actor: str = "system", *, extra: dict | None = None,
                     photo_rows: list[dict] | None = None,
-                    idempotency: tuple[int, str] | None = None) -> Case:
+                    idempotency: tuple[int, str] | None = None,
+                    grid_version: int | None = None) -> Case:
         """Insert a case, its first history event and its photos in one transaction.
         ``extra`` holds further column values (tracking code, reporter, needs kind …).
         ``idempotency`` = (user id, key) is recorded in the same transaction; if that key
         was already used (a concurrent retry won), nothing is written and
-        :class:`IdempotentReplay` names the winner's case."""
+        :class:`IdempotentReplay` names the winner's case. ``grid_version`` is the grid
+        layer version ``chain`` was located against: if another is active by the time
+        the transaction runs, nothing is written and :class:`StaleLayers` says so."""
         now = new.created_at or utcnow()
         values = {
             "category": new.category, "title": new.title, "description": new.description,
             "lon": new.lon, "lat": new.lat, **self._chain_values(chain),
             "status": "reported", "source": new.source, "created_at": now,
             "updated_at": now, "due_at": due_at, "row_version": 1, "published": False,
-            "rework_count": 0, "extension_count": 0, **(extra or {}),
+            "rework_count": 0, "extension_count": 0, "grid_version_id": grid_version,
+            **(extra or {}),
         }
         try:
             with self._write() as conn:
+                if grid_version is not None:
+                    self._check_grid_version(conn, grid_version)
                 cid = conn.execute(sa.insert(cases).values(**values)).inserted_primary_key[0]
                 eid = conn.execute(sa.insert(case_events).values(
                     case_id=cid, at=now, actor=actor, from_status=None,
@@ -336,6 +447,18 @@ class SqlCaseStore(CaseStore):
                 raise
             raise IdempotentReplay(winner) from None
         return self.get_case(cid)
+
+    @staticmethod
+    def _check_grid_version(conn, grid_version: int) -> None:
+        # FOR SHARE (PostgreSQL; SQLite's write lock already serialises): an import that
+        # deactivates this version waits for this insert, then re-assigns the new case
+        # with the other open ones; an insert after the import finds no active row here.
+        active = conn.execute(
+            sa.select(layer_versions.c.id)
+            .where(layer_versions.c.level == "grid", layer_versions.c.active.is_(True))
+            .with_for_update(read=True)).scalar()
+        if active != grid_version:
+            raise StaleLayers(active)
 
     def idempotent_case_id(self, user_id: int, key: str) -> int | None:
         """The case that ``user_id``'s request with Idempotency-Key ``key`` made."""
@@ -622,19 +745,16 @@ class PostgisCaseStore(SqlCaseStore):
             u = u.set(drivername="postgresql+psycopg")
         super().__init__(u, **{"pool_pre_ping": True, **engine_kw})
 
-    def init_schema(self) -> None:
-        """Create the PostGIS extension (if allowed), the tables, the meta rows and the
-        spatial columns, indexes and triggers; idempotent, and safe when several
-        processes start at once (they queue on an advisory lock)."""
-        import gis.accounts  # noqa: F401  (registers its tables on the shared metadata)
+    @contextmanager
+    def _schema_transaction(self):
+        """Under an advisory lock (several workers starting at once upgrade one after
+        the other), with the PostGIS extension created first if this role may."""
         from gis import pg
 
         with self.engine.begin() as conn:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(pg.SCHEMA_LOCK_KEY)))
             pg.ensure_postgis(conn)
-            metadata.create_all(conn)
-            self._ensure_meta(conn)
-            pg.ensure_spatial_schema(conn, meta_table)
+            yield conn
 
     def bbox_condition(self, minx: float, miny: float, maxx: float,
                        maxy: float) -> sa.ColumnElement[bool]:
@@ -660,7 +780,7 @@ class PostgisCaseStore(SqlCaseStore):
             return pg.located_chain(row.mappings().first())
 
 
-def open_store(url: str) -> CaseStore:
+def open_store(url: str, *, migrate: bool = True) -> CaseStore:
     """Open the store a database URL names and make sure its schema exists:
     ``sqlite:///path`` → :class:`SqliteCaseStore`, ``postgresql+psycopg://…`` (or plain
     ``postgresql://``) → :class:`PostgisCaseStore`, other SQLAlchemy URLs the shared SQL
@@ -676,5 +796,5 @@ def open_store(url: str) -> CaseStore:
         store = PostgisCaseStore(url)
     else:
         store = SqlCaseStore(url, pool_pre_ping=True)
-    store.init_schema()
+    store.init_schema(migrate=migrate)
     return store

@@ -68,6 +68,9 @@ class ValidationReport:
 
     problems: list[Problem] = field(default_factory=list)
     layers: dict[str, gpd.GeoDataFrame] = field(default_factory=dict)
+    #: Set by an import that went ahead: a :class:`gis.storage.LayerSave` (new versions,
+    #: re-assigned open cases).
+    saved: object = None
 
     @property
     def errors(self) -> list[Problem]:

@@ -7,6 +7,7 @@ import json
 import sys
 
 import click
+import sqlalchemy as sa
 
 from gis.errors import HemeiError
 from gis.layers import LEVELS
@@ -132,15 +133,33 @@ def import_shapes(path, level, crs, encoding, fields, source_layer, force) -> No
         gdf = read_layer(path, level, crs=crs, encoding=encoding, fields=mapping or None,
                          source_layer=source_layer)
         h = _service()
-        report = h.import_layers({level: gdf}, source=path, force=force)
+        report = h.import_layers({level: gdf}, source=path, force=force,
+                                 actor="hemei import-shapes")
     except HemeiError as err:
         _fail(err)
+    except sa.exc.SQLAlchemyError as err:
+        # One transaction: the layer, the re-assigned cases and their events are all gone.
+        why = str(getattr(err, "orig", None) or err).splitlines()[0]
+        click.echo("error: the import failed and was rolled back (the active layers and "
+                   f"the cases are unchanged): {why}", err=True)
+        sys.exit(2)
     click.echo(report.format_text())
     if not report.ok and not force:
         click.echo("import refused: the active layers are unchanged (use --force to "
                    "override)", err=True)
         sys.exit(1)
     click.echo(f"imported {len(gdf)} {level} features from {path}")
+    saved = report.saved
+    click.echo(f"open cases: {saved.checked} checked, {len(saved.moved)} re-assigned to the "
+               f"new boundaries (old codes kept in their history)")
+    for cid, (old, new) in list(saved.moved.items())[:20]:
+        click.echo(f"  case {cid}: grid {old['grid_code']} → {new['grid_code']}")
+    if len(saved.moved) > 20:
+        click.echo(f"  … and {len(saved.moved) - 20} more")
+    if saved.outside:
+        click.echo(f"warning: {len(saved.outside)} open cases lie outside every new grid "
+                   f"and keep their old codes: {', '.join(map(str, saved.outside[:20]))}",
+                   err=True)
 
 
 @main.group()
@@ -471,6 +490,119 @@ def restore_cmd(in_path: str, force: bool) -> None:
     except HemeiError as err:
         _fail(err)
     _print_counts("restored", f"from {in_path}", counts)
+
+
+@main.group()
+def db() -> None:
+    """The database schema: its version and its upgrades (Alembic migrations)."""
+
+
+def _revision_of(url: str) -> str | None:
+    """The schema revision of the database at ``url`` (None: empty or not there yet),
+    read without creating or changing anything."""
+    import sqlalchemy as sa
+
+    from gis import schema
+    from gis.backup import _engine
+
+    u = sa.make_url(url)
+    if u.get_backend_name() == "sqlite":
+        from pathlib import Path
+
+        path = Path(u.database or "")
+        if not path.is_file() or path.stat().st_size == 0:
+            return None
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            return schema.current(conn)
+    except sa.exc.DBAPIError as err:
+        click.echo(f"error: cannot read the database: {str(err.orig).splitlines()[0]}",
+                   err=True)
+        sys.exit(2)
+    finally:
+        engine.dispose()
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the schema revision of the database and this release's (never changes it)."""
+    from gis import schema
+
+    have = _revision_of(str(read_settings()["DATABASE_URL"]))
+    head = schema.head()
+    state = "up to date" if have == head else "needs `hemei db upgrade`"
+    click.echo(f"database: {have or 'empty'}; this release: {head} ({state})")
+
+
+@db.command("history")
+def db_history() -> None:
+    """List the schema revisions, oldest first."""
+    from gis import schema
+
+    for r in schema.revisions():
+        click.echo(f"{r['revision']}  {r['doc']}")
+
+
+@db.command("upgrade")
+@click.option("--sql", "as_sql", is_flag=True,
+              help="Print the SQL instead of running it (for a DBA to review).")
+def db_upgrade(as_sql: bool) -> None:
+    """Upgrade the database to this release's schema, in one transaction (an empty
+    database gets the whole schema). Back up first: `hemei backup`."""
+    import sqlalchemy as sa
+
+    from gis import schema
+    from gis.storage import open_store
+
+    url = str(read_settings()["DATABASE_URL"])
+    before = _revision_of(url)
+    after = schema.head()
+    if before == after:
+        click.echo(f"already up to date ({after})")
+        return
+    if as_sql:
+        click.echo(schema.upgrade_sql(url, start=before))
+        return
+    try:
+        open_store(url, migrate=True).dispose()
+    except HemeiError as err:
+        _fail(err)
+    except (sa.exc.SQLAlchemyError, RuntimeError) as err:
+        click.echo(f"error: the upgrade failed and was rolled back: "
+                   f"{str(err).splitlines()[0]}", err=True)
+        sys.exit(2)
+    click.echo(f"upgraded {before or 'empty database'} → {after}")
+
+
+@main.command("migrate-store")
+@click.option("--from", "src", required=True, metavar="URL", help="The database to copy.")
+@click.option("--to", "dst", required=True, metavar="URL",
+              help="The database to copy into (made or upgraded; must be empty).")
+@click.option("--force", is_flag=True, help="Replace the rows of a target that holds data.")
+def migrate_store_cmd(src: str, dst: str, force: bool) -> None:
+    """Copy everything (cases, history, photo metadata, layers, users, tokens) from one
+    database to another — e.g. from the SQLite default to PostGIS — and verify the row
+    counts and checksums of every table. Photo files are not rows: copy the photos
+    folder too."""
+    from gis.transfer import migrate_store
+
+    last = {}
+
+    def progress(table: str, done: int) -> None:
+        if done - last.get(table, 0) >= 50_000:
+            click.echo(f"  {table}: {done}", err=True)
+            last[table] = done
+
+    try:
+        sums = migrate_store(src, dst, force=force, progress=progress)
+    except HemeiError as err:
+        _fail(err)
+    for table, (n, digest) in sums.items():
+        click.echo(f"  {table:<18} {n:>9} rows  sha256 {digest[:16]}…")
+    click.echo(f"copied and verified {len(sums)} tables, "
+               f"{sum(n for n, _ in sums.values())} rows: counts and checksums equal")
+    click.echo("photos are files: copy <instance>/photos to the new instance too")
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def overview():
 
 
 def _layers_version() -> str:
-    return "-".join(str(v) for v in hemei()._layers_version_key())
+    return hemei().layers_version()
 
 
 @bp.get("/layers/<level>/display.geojson")
