@@ -101,7 +101,8 @@ QUANTITY_LABELS = {"road_m": N_("Road surface repaired (m)"),
 EVENT_KINDS = {"comment": N_("More information added"),
                "extension": N_("Extension"), "needs": N_("Needs list"),
                "evaluation": N_("Residents' evaluation"),
-               "feedback": N_("Feedback")}
+               "feedback": N_("Feedback"),
+               "relocation": N_("Moved to another grid (boundaries redrawn)")}
 
 #: A short lead in the reader's language for the (English) messages of gis errors, by
 #: code, then by field.

@@ -110,6 +110,8 @@ def test_open_cases_follow_the_new_boundary_and_keep_the_old_code(hemei, redrawn
     # And the API lists the moved case under its new grid.
     listed = client.get(f"/api/v1/issues?grid={code_a}&page_size=200").get_json()
     assert moving.id in {f["id"] for f in listed["features"]}
+    page = client.get(f"/cases/{moving.id}").get_data(as_text=True)
+    assert "边界调整，改属新网格" in page and f"{code_b} → {code_a}" in page
 
 
 def test_a_failure_half_way_leaves_everything_as_it_was(hemei, redrawn, backend):
@@ -172,3 +174,24 @@ def test_the_store_refuses_a_case_located_on_an_inactive_layer(hemei, redrawn):
         hemei.store.create_case(new, locator.locate(p.x, p.y), None,
                                 grid_version=old_version)
     assert hemei.store.list_cases()[1] == n
+
+
+@pytest.mark.backends("sqlite")
+def test_import_shapes_says_which_open_cases_moved(hemei, redrawn, instance, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    grids, code_a, code_b, strip = redrawn
+    case = _report(hemei, strip.representative_point())
+    path = tmp_path / "redrawn.gpkg"
+    grids.to_file(path, layer="grid", engine="pyogrio")
+    env = {**os.environ, "HEMEI_INSTANCE": str(instance), "PYTHONIOENCODING": "utf-8"}
+    env.pop("HEMEI_DATABASE_URL", None)
+    r = subprocess.run([sys.executable, "-m", "webapp.cli", "import-shapes", str(path),
+                        "--layer", "grid"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "re-assigned to the new boundaries" in r.stdout
+    assert f"case {case.id}: grid {code_b} → {code_a}" in r.stdout
+    assert hemei.store.get_case(case.id).grid_code == code_a
