@@ -27,7 +27,11 @@ def _fail(err: HemeiError) -> None:
 
 @click.group(help="和美网格 Hemei Grid: community grid management.")
 def main() -> None:
-    pass
+    # Every command reads the settings: a broken config file is one clean error here.
+    try:
+        read_settings()
+    except HemeiError as err:
+        _fail(err)
 
 
 @main.command()
