@@ -301,13 +301,11 @@ def created_between(start: datetime | None, end: datetime | None) -> list:
 
 
 def _in_boxes(boxes) -> list:
-    """SQL condition: the case's point in one of ``boxes`` (edges included, as the
-    store's own bbox filter)."""
+    """SQL condition: the case's point in one of ``boxes`` (edges included), the store's
+    own bbox filter (through the GiST index on PostGIS)."""
     if not boxes:
         return []
-    parts = [sa.and_(cases.c.lon >= minx, cases.c.lon <= maxx,
-                     cases.c.lat >= miny, cases.c.lat <= maxy)
-             for minx, miny, maxx, maxy in boxes]
+    parts = [hemei().store.bbox_condition(*box) for box in boxes]
     return [parts[0] if len(parts) == 1 else sa.or_(*parts)]
 
 

@@ -641,7 +641,7 @@ def _conditions() -> list:
     bbox_raw = request.args.get("bbox")  # extension
     if bbox_raw:
         minx, miny, maxx, maxy = hemei().parse_bbox(bbox_raw)
-        conds += [t.c.lon >= minx, t.c.lon <= maxx, t.c.lat >= miny, t.c.lat <= maxy]
+        conds.append(hemei().store.bbox_condition(minx, miny, maxx, maxy))  # GiST on PostGIS
     return conds
 
 
