@@ -148,6 +148,31 @@ class User:
                 "area_code": self.area_code, "grids": self.grids}
 
 
+# The queries that load a user (with their organisation's name, and their grids), built
+# once: they run on every request that carries a token or a session.
+_USER_SELECT = (sa.select(users, organisations.c.name.label("org_name"))
+                .select_from(users.outerjoin(organisations,
+                                             users.c.org_id == organisations.c.id)))
+_USER_BY_ID = _USER_SELECT.where(users.c.id == sa.bindparam("uid"))
+_USER_BY_TOKEN = _USER_SELECT.where(users.c.id == sa.select(api_tokens.c.user_id).where(
+    api_tokens.c.digest == sa.bindparam("digest"),
+    api_tokens.c.revoked_at.is_(None)).scalar_subquery())
+_USER_GRIDS = (sa.select(user_grids.c.grid_code)
+               .where(user_grids.c.user_id == sa.bindparam("uid"))
+               .order_by(user_grids.c.grid_code))
+
+
+def _load_user(conn, query, params: dict) -> User | None:
+    """The user ``query`` finds (None if none), with their grids, on ``conn``."""
+    row = conn.execute(query, params).mappings().first()
+    if row is None:
+        return None
+    grids = conn.execute(_USER_GRIDS, {"uid": row["id"]}).scalars().all()
+    return User(id=row["id"], username=row["username"], display_name=row["display_name"],
+                role=row["role"], org_id=row["org_id"], org_name=row["org_name"],
+                area_code=row["area_code"], active=row["active"], grids=list(grids))
+
+
 class Accounts:
     """Accounts stored next to the cases (same database, same transactions rules)."""
 
@@ -255,19 +280,11 @@ class Accounts:
 
     def get(self, user_id: int) -> User:
         """The user ``user_id`` with their grids and organisation; ``NotFound`` if none."""
-        q = (sa.select(users, organisations.c.name.label("org_name"))
-             .select_from(users.outerjoin(organisations, users.c.org_id == organisations.c.id))
-             .where(users.c.id == user_id))
         with self.store._read() as conn:
-            row = conn.execute(q).mappings().first()
-            if row is None:
-                raise NotFound(f"no user with id {user_id}", field="user")
-            grids = conn.execute(sa.select(user_grids.c.grid_code)
-                                 .where(user_grids.c.user_id == user_id)
-                                 .order_by(user_grids.c.grid_code)).scalars().all()
-        return User(id=row["id"], username=row["username"], display_name=row["display_name"],
-                    role=row["role"], org_id=row["org_id"], org_name=row["org_name"],
-                    area_code=row["area_code"], active=row["active"], grids=list(grids))
+            user = _load_user(conn, _USER_BY_ID, {"uid": user_id})
+        if user is None:
+            raise NotFound(f"no user with id {user_id}", field="user")
+        return user
 
     def by_username(self, username: str) -> User:
         with self.store._read() as conn:
@@ -304,15 +321,11 @@ class Accounts:
         return token
 
     def user_for_token(self, token: str) -> User | None:
-        """The active user owning an unrevoked token, else None."""
+        """The active user owning an unrevoked token, else None. One connection, two
+        queries built once: this runs on every API request that carries a token."""
         with self.store._read() as conn:
-            uid = conn.execute(sa.select(api_tokens.c.user_id).where(
-                api_tokens.c.digest == _digest(token or ""),
-                api_tokens.c.revoked_at.is_(None))).scalar()
-        if uid is None:
-            return None
-        user = self.get(uid)
-        return user if user.active else None
+            user = _load_user(conn, _USER_BY_TOKEN, {"digest": _digest(token or "")})
+        return user if user is not None and user.active else None
 
     def revoke_token(self, prefix_or_token: str) -> int:
         """Revoke a token by its value or its 10-character prefix. Returns how many."""

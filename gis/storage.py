@@ -15,6 +15,8 @@ were, and old versions stay for history.
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +28,11 @@ import pandas as pd
 import shapely
 import sqlalchemy as sa
 from sqlalchemy import event
+
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite's busy handler alone
+    fcntl = None
 
 from gis.cases import OPEN_STATUSES, Case, NewCase, check_transition, utcnow
 from gis.errors import Conflict, InvalidInput, NotFound
@@ -183,6 +190,22 @@ class IdempotentReplay(Exception):
 LEVELS = ("street", "community", "compound", "grid")
 _CASE_COLS = [c.name for c in cases.columns]
 
+# The intake path's statements, built once: compiling them per report was a third of
+# create_case's time (bench/intake.py). Executed with parameter dicts.
+_INSERT_CASE = sa.insert(cases)
+_INSERT_EVENT = sa.insert(case_events)
+_INSERT_PHOTO = sa.insert(photos)
+_INSERT_KEY = sa.insert(idempotency_keys)
+_BUMP = (sa.update(meta_table).where(meta_table.c.key == "data_version")
+         .values(value=sa.cast(sa.cast(meta_table.c.value, sa.Integer) + 1, sa.String)))
+_KEY_CASE = sa.select(idempotency_keys.c.case_id).where(
+    idempotency_keys.c.user_id == sa.bindparam("uid"),
+    idempotency_keys.c.key == sa.bindparam("key"))
+_ACTIVE_GRID_VERSION = (sa.select(layer_versions.c.id)
+                        .where(layer_versions.c.level == "grid",
+                               layer_versions.c.active.is_(True))
+                        .with_for_update(read=True))
+
 
 class CaseStore:
     """The storage interface. Callers use only these methods; backends subclass
@@ -227,10 +250,7 @@ class SqlCaseStore(CaseStore):
 
     def _bump(self, conn) -> None:
         # One counter that changes on every write: the key for caches and ETags.
-        conn.execute(
-            sa.update(meta_table).where(meta_table.c.key == "data_version")
-            .values(value=sa.cast(sa.cast(meta_table.c.value, sa.Integer) + 1, sa.String))
-        )
+        conn.execute(_BUMP)
 
     @contextmanager
     def _schema_transaction(self):
@@ -423,22 +443,23 @@ class SqlCaseStore(CaseStore):
             "rework_count": 0, "extension_count": 0, "grid_version_id": grid_version,
             **(extra or {}),
         }
+        event = {"case_id": None, "at": now, "actor": actor, "from_status": None,
+                 "to_status": "reported", "note": "", "kind": "transition", "lon": new.lon,
+                 "lat": new.lat, "data": None}
         try:
             with self._write() as conn:
                 if grid_version is not None:
                     self._check_grid_version(conn, grid_version)
-                cid = conn.execute(sa.insert(cases).values(**values)).inserted_primary_key[0]
-                eid = conn.execute(sa.insert(case_events).values(
-                    case_id=cid, at=now, actor=actor, from_status=None,
-                    to_status="reported", note="", kind="transition", lon=new.lon,
-                    lat=new.lat)).inserted_primary_key[0]
+                cid = conn.execute(_INSERT_CASE, values).inserted_primary_key[0]
+                event["case_id"] = cid
+                eid = conn.execute(_INSERT_EVENT, event).inserted_primary_key[0]
                 for p in photo_rows or []:
-                    conn.execute(sa.insert(photos).values(case_id=cid, event_id=eid,
-                                                          created_at=now, **p))
+                    conn.execute(_INSERT_PHOTO, {**p, "case_id": cid, "event_id": eid,
+                                                 "created_at": now})
                 if idempotency is not None:
-                    conn.execute(sa.insert(idempotency_keys).values(
-                        user_id=idempotency[0], key=idempotency[1], case_id=cid,
-                        created_at=utcnow()))
+                    conn.execute(_INSERT_KEY, {"user_id": idempotency[0],
+                                               "key": idempotency[1], "case_id": cid,
+                                               "created_at": utcnow()})
                 self._bump(conn)
         except sa.exc.IntegrityError:
             # Rolled back. A concurrent request with the same key won: name its case.
@@ -446,26 +467,26 @@ class SqlCaseStore(CaseStore):
             if winner is None:
                 raise
             raise IdempotentReplay(winner) from None
-        return self.get_case(cid)
+        # What was written, without reading it back (the row is exactly these values).
+        case = self._row_to_case({**dict.fromkeys(_CASE_COLS), **values, "id": cid})
+        case.history = [{"id": eid, "at": now, "actor": actor, "from": None, "to": "reported",
+                         "note": "", "kind": "transition", "lon": new.lon, "lat": new.lat,
+                         "data": None}]
+        return case
 
     @staticmethod
     def _check_grid_version(conn, grid_version: int) -> None:
         # FOR SHARE (PostgreSQL; SQLite's write lock already serialises): an import that
         # deactivates this version waits for this insert, then re-assigns the new case
         # with the other open ones; an insert after the import finds no active row here.
-        active = conn.execute(
-            sa.select(layer_versions.c.id)
-            .where(layer_versions.c.level == "grid", layer_versions.c.active.is_(True))
-            .with_for_update(read=True)).scalar()
+        active = conn.execute(_ACTIVE_GRID_VERSION).scalar()
         if active != grid_version:
             raise StaleLayers(active)
 
     def idempotent_case_id(self, user_id: int, key: str) -> int | None:
         """The case that ``user_id``'s request with Idempotency-Key ``key`` made."""
         with self._read() as conn:
-            return conn.execute(sa.select(idempotency_keys.c.case_id).where(
-                idempotency_keys.c.user_id == user_id,
-                idempotency_keys.c.key == key)).scalar()
+            return conn.execute(_KEY_CASE, {"uid": user_id, "key": key}).scalar()
 
     def find_by_tracking_code(self, code: str) -> Case:
         """The case with this resident tracking code; ``NotFound`` otherwise."""
@@ -721,11 +742,44 @@ class SqliteCaseStore(SqlCaseStore):
             else:
                 conn.exec_driver_sql("BEGIN")
 
+        # Writers queue on a lock file before BEGIN IMMEDIATE. SQLite's own busy handler
+        # polls with sleeps of up to 100 ms, so under contention from several worker
+        # processes the write lock sat idle between sleeps (p99 over 130 ms in
+        # bench/intake.py); a blocking flock wakes the next writer the moment the lock
+        # is free. The kernel drops the lock of a killed process. SQLite's own locking
+        # stays the guarantee (other programs writing the file do not take this lock).
+        self._lock_path = None
+        path = sa.make_url(url).database
+        if path and path != ":memory:" and not path.startswith("file:"):
+            self._lock_path = path + ".writelock"
+        self._thread_lock = threading.Lock()
+        self._lock_fd: int | None = None
+        self._lock_pid: int | None = None
+
+    def _lock_file(self) -> int:
+        # One descriptor per process (flock is per open file description): reopened
+        # after a fork, so gunicorn workers forked from a preloaded app do not share it.
+        if self._lock_fd is None or self._lock_pid != os.getpid():
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._lock_pid = os.getpid()
+        return self._lock_fd
+
     @contextmanager
     def _write(self):
-        with self.engine.connect().execution_options(sqlite_immediate=True) as conn:
-            with conn.begin():
-                yield conn
+        if self._lock_path is None or fcntl is None:
+            with self.engine.connect().execution_options(sqlite_immediate=True) as conn:
+                with conn.begin():
+                    yield conn
+            return
+        with self._thread_lock:
+            fd = self._lock_file()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                with self.engine.connect().execution_options(sqlite_immediate=True) as conn:
+                    with conn.begin():
+                        yield conn
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 class PostgisCaseStore(SqlCaseStore):
@@ -744,6 +798,14 @@ class PostgisCaseStore(SqlCaseStore):
         if u.drivername == "postgresql":  # psycopg 3 is the driver we depend on
             u = u.set(drivername="postgresql+psycopg")
         super().__init__(u, **{"pool_pre_ping": True, **engine_kw})
+
+    @contextmanager
+    def _read(self):
+        # Reads in autocommit: no BEGIN … ROLLBACK round trips around every read. Under
+        # READ COMMITTED each statement takes its own snapshot anyway, so reads see the
+        # same data as inside a transaction.
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
 
     @contextmanager
     def _schema_transaction(self):

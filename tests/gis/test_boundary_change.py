@@ -150,9 +150,9 @@ def test_a_report_located_just_before_an_import_lands_in_the_new_grid(hemei, red
     calls = []
     real = type(hemei)._located
 
-    def located_once_stale(self):
+    def located_once_stale(self, **kw):
         calls.append(1)
-        return stale if len(calls) == 1 else real(self)
+        return stale if len(calls) == 1 else real(self, **kw)
 
     monkeypatch.setattr(type(hemei), "_located", located_once_stale)
     case = _report(hemei, strip.representative_point())
