@@ -13,7 +13,7 @@ from flask_babel import gettext, ngettext
 
 from gis.cases import status_label
 from gis.catalogue import load_catalogue
-from gis.errors import InvalidInput, NotFound
+from gis.errors import InvalidInput, NotFound, OutsideJurisdiction
 from webapp.ratelimit import RateLimiter
 
 bp = Blueprint("resident", __name__)
@@ -64,7 +64,7 @@ def report(compound: str):
     row = _compound(compound)
     cats = load_catalogue()
     errors: dict[str, str] = {}
-    form = request.form
+    form = request.form.to_dict()
     if request.method == "POST":
         current_app.extensions["hemei_limiter"].hit("report")
         photos = [f.read() for f in request.files.getlist("photos") if f.filename]
@@ -90,8 +90,18 @@ def report(compound: str):
                            extra={"tracking_code": code, "reporter_name": name,
                                   "reporter_phone": phone or None})
             return redirect(url_for("resident.track", code=code, new=1))
+        except OutsideJurisdiction:
+            # The phone's position is elsewhere (GPS drift, or reported from home): drop
+            # it, so sending the form again files the report at the compound itself.
+            form.pop("lon", None)
+            form.pop("lat", None)
+            errors["lon"] = gettext(
+                "Your location is not inside %(compound)s. It has been removed: submit "
+                "again to report at the compound's own location.", compound=row["name"])
         except InvalidInput as err:
-            errors[err.field or "form"] = err.message
+            from webapp.field import message
+
+            errors.update(message(err))
     status = 400 if errors else 200
     return render_template("resident/report.html", compound=row, categories=cats.values(),
                            errors=errors, form=form, max_photos=MAX_PHOTOS), status

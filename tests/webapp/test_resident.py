@@ -175,8 +175,13 @@ def test_a_point_outside_the_compound_is_refused(public_client, hemei, instance,
     html = r.get_data(as_text=True)
     assert 'data-field="lon"' in html
     assert case_count(hemei) == n and photo_files(instance) == files
-    # What was typed is kept in the form.
+    # What was typed is kept in the form; the position is dropped, and the reader is told
+    # so in Chinese: sending the form again files the report at the compound itself.
     assert "楼下路灯一到晚上就不亮" in html
+    assert "您的位置不在厦良新村小区内" in html and "not inside" not in html
+    assert 'name="lon" id="lon" value=""' in html and 'name="lat" id="lat" value=""' in html
+    code = tracking_code(submit(public_client, lon="", lat=""))
+    assert hemei.store.find_by_tracking_code(code).compound_code == COMPOUND
 
 
 @pytest.mark.parametrize("fields, photos, field", [
