@@ -370,13 +370,12 @@ class SqlCaseStore(CaseStore):
                     row_version=cases.c.row_version + 1, updated_at=now),
                 [{"b_id": i, **{f"b_{c}": n[c] for c in code_cols}}
                  for i, n in zip(ids, news, strict=True)])
-            versions = json.dumps(out.versions, sort_keys=True)
-            conn.execute(sa.insert(case_events), [
+            conn.execute(_INSERT_EVENT, [
                 {"case_id": i, "at": now, "actor": actor, "from_status": st,
                  "to_status": st, "kind": "relocation", "lon": None, "lat": None,
                  "note": f"{o['grid_code'] or '-'} → {n['grid_code'] or '-'}",
-                 "data": json.dumps({"from": o, "to": n, "layer_versions":
-                                     json.loads(versions)}, ensure_ascii=False)}
+                 "data": json.dumps({"from": o, "to": n, "layer_versions": out.versions},
+                                    ensure_ascii=False, sort_keys=True)}
                 for i, st, o, n in zip(ids, statuses, olds, news, strict=True)])
             out.moved = {i: (o, n) for i, o, n in zip(ids, olds, news, strict=True)}
         # Every open case now stands on the new grid layer (moved or not).
@@ -765,21 +764,25 @@ class SqliteCaseStore(SqlCaseStore):
         return self._lock_fd
 
     @contextmanager
-    def _write(self):
+    def _writer_turn(self):
+        """This thread's turn to write (a no-op for in-memory databases and on Windows)."""
         if self._lock_path is None or fcntl is None:
-            with self.engine.connect().execution_options(sqlite_immediate=True) as conn:
-                with conn.begin():
-                    yield conn
+            yield
             return
         with self._thread_lock:
             fd = self._lock_file()
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                with self.engine.connect().execution_options(sqlite_immediate=True) as conn:
-                    with conn.begin():
-                        yield conn
+                yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _write(self):
+        with self._writer_turn(), \
+                self.engine.connect().execution_options(sqlite_immediate=True) as conn, \
+                conn.begin():
+            yield conn
 
 
 class PostgisCaseStore(SqlCaseStore):

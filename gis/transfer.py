@@ -24,6 +24,7 @@ tools, or point the new instance's ``HEMEI_INSTANCE`` at the same (shared) folde
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -44,8 +45,6 @@ class TransferError(HemeiError):
 def _same_database(a: str, b: str) -> bool:
     ua, ub = sa.make_url(a), sa.make_url(b)
     if ua.get_backend_name() == "sqlite" and ub.get_backend_name() == "sqlite":
-        from pathlib import Path
-
         return Path(ua.database or "").resolve() == Path(ub.database or "").resolve()
     return (ua.host, ua.port, ua.database) == (ub.host, ub.port, ub.database)
 
@@ -70,8 +69,6 @@ def migrate_store(src_url: str, dst_url: str, *, force: bool = False,
     if _same_database(src_url, dst_url):
         raise TransferError("--from and --to name the same database")
     if sa.make_url(src_url).get_backend_name() == "sqlite":
-        from pathlib import Path
-
         if not Path(sa.make_url(src_url).database or "").is_file():
             raise TransferError(f"--from: no database at {sa.make_url(src_url).database}")
 
