@@ -16,7 +16,13 @@
 set -euo pipefail
 # Everything the tools we call print goes to stderr (pg_ctlcluster, for one, prints "Removed
 # stale pid file." on stdout); fd 3 keeps the real stdout for the one line we promise.
+# The body runs with fd 3 closed (see `main 3>&-` at the end): the PostgreSQL server we
+# start would otherwise inherit it, and a caller reading our stdout through `$(...)` would
+# wait for end-of-file for as long as the server runs.
 exec 3>&1 1>&2
+db_url=""
+
+main() {
 
 postgis=0
 for arg in "$@"; do
@@ -55,7 +61,7 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-[ "$postgis" = 1 ] || exit 0
+[ "$postgis" = 1 ] || return 0
 
 # ---------------------------------------------------------------- PostgreSQL + PostGIS
 if ! is_root_with_apt; then
@@ -105,4 +111,8 @@ if [ "$(psql_q -tAc "SELECT 1 FROM pg_database WHERE datname = 'hemei_test'")" !
 fi
 psql_q -d hemei_test -c "CREATE EXTENSION IF NOT EXISTS postgis"
 
-echo "postgresql+psycopg://hemei:hemei@127.0.0.1:$port/hemei_test" >&3
+db_url="postgresql+psycopg://hemei:hemei@127.0.0.1:$port/hemei_test"
+}
+
+main "$@" 3>&-
+if [ -n "$db_url" ]; then echo "$db_url" >&3; fi
