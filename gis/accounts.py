@@ -148,29 +148,35 @@ class User:
                 "area_code": self.area_code, "grids": self.grids}
 
 
-# The queries that load a user (with their organisation's name, and their grids), built
-# once: they run on every request that carries a token or a session.
-_USER_SELECT = (sa.select(users, organisations.c.name.label("org_name"))
+# The queries that load a user (with their organisation's name and their grids) in one
+# statement, built once: they run on every request that carries a token or a session. A
+# user comes back as one row per grid (one row with no grid for most roles): a second
+# query for the grids cost as much as the first (bench/intake.py).
+_USER_SELECT = (sa.select(users, organisations.c.name.label("org_name"),
+                          user_grids.c.grid_code)
                 .select_from(users.outerjoin(organisations,
-                                             users.c.org_id == organisations.c.id)))
+                                             users.c.org_id == organisations.c.id)
+                             .outerjoin(user_grids, user_grids.c.user_id == users.c.id)))
 _USER_BY_ID = _USER_SELECT.where(users.c.id == sa.bindparam("uid"))
 _USER_BY_TOKEN = _USER_SELECT.where(users.c.id == sa.select(api_tokens.c.user_id).where(
     api_tokens.c.digest == sa.bindparam("digest"),
     api_tokens.c.revoked_at.is_(None)).scalar_subquery())
-_USER_GRIDS = (sa.select(user_grids.c.grid_code)
-               .where(user_grids.c.user_id == sa.bindparam("uid"))
-               .order_by(user_grids.c.grid_code))
+
+
+def _user_from_rows(rows: list) -> User | None:
+    """The user in ``rows`` (mappings of :data:`_USER_SELECT`, one per grid), or None."""
+    if not rows:
+        return None
+    row = rows[0]
+    grids = sorted(r["grid_code"] for r in rows if r["grid_code"] is not None)
+    return User(id=row["id"], username=row["username"], display_name=row["display_name"],
+                role=row["role"], org_id=row["org_id"], org_name=row["org_name"],
+                area_code=row["area_code"], active=row["active"], grids=grids)
 
 
 def _load_user(conn, query, params: dict) -> User | None:
     """The user ``query`` finds (None if none), with their grids, on ``conn``."""
-    row = conn.execute(query, params).mappings().first()
-    if row is None:
-        return None
-    grids = conn.execute(_USER_GRIDS, {"uid": row["id"]}).scalars().all()
-    return User(id=row["id"], username=row["username"], display_name=row["display_name"],
-                role=row["role"], org_id=row["org_id"], org_name=row["org_name"],
-                area_code=row["area_code"], active=row["active"], grids=list(grids))
+    return _user_from_rows(conn.execute(query, params).mappings().all())
 
 
 class Accounts:
@@ -321,10 +327,11 @@ class Accounts:
         return token
 
     def user_for_token(self, token: str) -> User | None:
-        """The active user owning an unrevoked token, else None. One connection, two
-        queries built once: this runs on every API request that carries a token."""
-        with self.store._read() as conn:
-            user = _load_user(conn, _USER_BY_TOKEN, {"digest": _digest(token or "")})
+        """The active user owning an unrevoked token, else None. This runs on every API
+        request that carries a token: one statement, built once, run without a
+        transaction around it (``store.query_rows``)."""
+        user = _user_from_rows(self.store.query_rows(_USER_BY_TOKEN,
+                                                     {"digest": _digest(token or "")}))
         return user if user is not None and user.active else None
 
     def revoke_token(self, prefix_or_token: str) -> int:

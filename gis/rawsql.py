@@ -1,0 +1,73 @@
+"""SQLAlchemy statements compiled once and run on the DBAPI connection.
+
+The intake path (a token check and one report's inserts, on every ``POST``) spent most of
+its time not in the database but in SQLAlchemy's per-execution machinery: execution
+context, result wrapping, the ``BEGIN`` of every checkout (bench/intake.py). A
+:class:`Prepared` statement is still written with SQLAlchemy Core against the same tables
+(so it follows the schema), compiled once per dialect, and then executed directly on the
+driver's cursor with the same type conversions SQLAlchemy would apply (SQLite's datetime
+strings and 0/1 booleans), in both directions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+
+class Prepared:
+    """A Core statement compiled for one dialect, run with :meth:`execute` on a DBAPI
+    cursor. ``column_keys`` names the columns an INSERT or UPDATE sets (the others are
+    left to their defaults), as ``connection.execute(stmt, params)`` would decide."""
+
+    def __init__(self, stmt: sa.Executable, dialect: sa.Dialect,
+                 column_keys: Sequence[str] | None = None):
+        compiled = stmt.compile(dialect=dialect, column_keys=column_keys)
+        self.sql: str = compiled.string
+        self.positional: bool = compiled.positional
+        binds = {name: b for b, name in compiled.bind_names.items()}
+        self.names: list[str] = (list(compiled.positiontup) if compiled.positional
+                                 else list(binds))
+        # Values the statement carries itself (a literal compared with, a constant).
+        self.defaults: dict[str, Any] = {
+            name: b.value for name, b in binds.items()
+            if not b.required and b.value is not None and not callable(b.value)}
+        self.bind_procs: dict[str, Any] = {}
+        for name, b in binds.items():
+            proc = b.type.dialect_impl(dialect).bind_processor(dialect)
+            if proc is not None:
+                self.bind_procs[name] = proc
+        cols = getattr(stmt, "selected_columns", None)
+        if cols is None:
+            cols = getattr(stmt, "_returning", ()) or ()
+        self.columns: list[str] = [c.key for c in cols]
+        self.result_procs: list[Any] = [
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in cols]
+
+    def parameters(self, values: Mapping[str, Any]) -> tuple | dict:
+        """The driver's parameters for ``values`` (converted, in the statement's order)."""
+        get = values.get
+        out = []
+        for name in self.names:
+            v = get(name, self.defaults.get(name))
+            proc = self.bind_procs.get(name)
+            out.append(proc(v) if proc is not None and v is not None else v)
+        return tuple(out) if self.positional else dict(zip(self.names, out, strict=True))
+
+    def execute(self, cursor, values: Mapping[str, Any] | None = None):
+        """Run on ``cursor`` (a DBAPI cursor); returns the cursor."""
+        cursor.execute(self.sql, self.parameters(values or {}))
+        return cursor
+
+    def row(self, raw) -> dict | None:
+        """One fetched row as a dict of converted values (None stays None)."""
+        if raw is None:
+            return None
+        return {k: (p(v) if p is not None else v)
+                for k, v, p in zip(self.columns, raw, self.result_procs, strict=True)}
+
+    def first(self, cursor, values: Mapping[str, Any] | None = None) -> dict | None:
+        """Run and return the first row as a dict, or None."""
+        return self.row(self.execute(cursor, values).fetchone())
