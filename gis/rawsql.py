@@ -39,6 +39,10 @@ class Prepared:
             proc = b.type.dialect_impl(dialect).bind_processor(dialect)
             if proc is not None:
                 self.bind_procs[name] = proc
+        # What parameters() walks: (name, default) in order, and (index, converter).
+        self._plan = [(n, self.defaults.get(n)) for n in self.names]
+        self._procs = [(i, self.bind_procs[n]) for i, n in enumerate(self.names)
+                       if n in self.bind_procs]
         cols = getattr(stmt, "selected_columns", None)
         if cols is None:
             cols = getattr(stmt, "_returning", ()) or ()
@@ -49,11 +53,10 @@ class Prepared:
     def parameters(self, values: Mapping[str, Any]) -> tuple | dict:
         """The driver's parameters for ``values`` (converted, in the statement's order)."""
         get = values.get
-        out = []
-        for name in self.names:
-            v = get(name, self.defaults.get(name))
-            proc = self.bind_procs.get(name)
-            out.append(proc(v) if proc is not None and v is not None else v)
+        out = [get(name, default) for name, default in self._plan]
+        for i, proc in self._procs:
+            if out[i] is not None:
+                out[i] = proc(out[i])
         return tuple(out) if self.positional else dict(zip(self.names, out, strict=True))
 
     def execute(self, cursor, values: Mapping[str, Any] | None = None):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -203,10 +204,72 @@ _KEY_CASE = sa.select(idempotency_keys.c.case_id).where(
     idempotency_keys.c.key == sa.bindparam("key"))
 _INSERT_CASE_ID = sa.insert(cases).returning(cases.c.id)
 _INSERT_EVENT_ID = sa.insert(case_events).returning(case_events.c.id)
-_ACTIVE_GRID_VERSION = (sa.select(layer_versions.c.id)
-                        .where(layer_versions.c.level == "grid",
-                               layer_versions.c.active.is_(True))
-                        .with_for_update(read=True))
+_ACTIVE_GRID_ID = sa.select(layer_versions.c.id).where(layer_versions.c.level == "grid",
+                                                       layer_versions.c.active.is_(True))
+_ACTIVE_GRID_VERSION = _ACTIVE_GRID_ID.with_for_update(read=True)
+
+
+def _binds(prefix: str, table: sa.Table, cols: list[str]) -> list[sa.BindParameter]:
+    """One typed bind parameter per column, named ``prefix + column``."""
+    return [sa.bindparam(f"{prefix}{c}", type_=table.c[c].type) for c in cols]
+
+
+def _checked_case_insert(case_cols: list[str], active_grid) -> sa.Insert:
+    """INSERT a case (``c_``-prefixed parameters) only if ``active_grid`` (the active grid
+    layer version, a column or scalar subquery) is ``c_grid_version_id``, RETURNING id:
+    no row means the grid layer changed after the report was located."""
+    check = active_grid == sa.bindparam("c_grid_version_id", type_=sa.Integer)
+    return (sa.insert(cases)
+            .from_select(case_cols, sa.select(*_binds("c_", cases, case_cols)).where(check))
+            .returning(cases.c.id))
+
+
+def _report_cte(case_cols: list[str], event_cols: list[str]) -> sa.Select:
+    """A report as one statement (PostgreSQL's data-modifying WITH): take the active grid
+    version FOR SHARE, insert the case only if it is the one the report was located
+    against (``c_grid_version_id``), then its first event, its idempotency key (when
+    ``k_use``) and the data version. Returns (case_id, event_id); no row means the grid
+    layer changed. Run in autocommit it is one round trip and one transaction."""
+    gv = _ACTIVE_GRID_VERSION.cte("gv")
+    c = _checked_case_insert(case_cols, gv.c.id).cte("c")
+    e = (sa.insert(case_events)
+         .from_select(["case_id", *event_cols],
+                      sa.select(c.c.id, *_binds("e_", case_events, event_cols)))
+         .returning(case_events.c.id).cte("e"))
+    k = (sa.insert(idempotency_keys)
+         .from_select(["user_id", "key", "case_id", "created_at"],
+                      sa.select(sa.bindparam("k_user_id", type_=sa.Integer),
+                                sa.bindparam("k_key", type_=sa.String), c.c.id,
+                                sa.bindparam("k_created_at", type_=sa.DateTime))
+                      .where(sa.bindparam("k_use", type_=sa.Boolean)))
+         .cte("k"))
+    b = (sa.update(meta_table)
+         .where(meta_table.c.key == "data_version", sa.exists(sa.select(c.c.id)))
+         .values(value=sa.cast(sa.cast(meta_table.c.value, sa.Integer) + 1, sa.String))
+         .cte("b"))
+    return sa.select(c.c.id.label("case_id"), e.c.id.label("event_id")).add_cte(k, b)
+
+
+def _ping_when_idle(engine: sa.Engine, after_s: float) -> None:
+    """Check a pooled connection with a round trip only if it sat idle ``after_s``
+    seconds or more (a restart or failover may have closed it meanwhile); a dead one is
+    replaced before use. ``pool_pre_ping`` pings on every checkout: two extra round trips
+    per report for connections that were in use a millisecond ago."""
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, proxy):
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < after_s:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+            dbapi_conn.rollback()  # the ping's SELECT opened a transaction
+        except Exception as err:
+            # The pool discards this connection and checks out another.
+            raise sa.exc.DisconnectionError(str(err)) from err
 
 
 class CaseStore:
@@ -564,16 +627,28 @@ class SqlCaseStore(CaseStore):
 
     def import_cases(self, rows: list[dict], events: list[list[dict]]) -> int:
         """Bulk-insert already validated and located cases with their histories
-        (demo data, bulk imports) in one transaction. Returns how many."""
+        (demo data, bulk imports) in one transaction. Returns how many.
+
+        Two batched statements, not one per case: the cases in one multi-row INSERT …
+        RETURNING (SQLAlchemy's insertmanyvalues, ids in the order of ``rows``), then
+        every event in one executemany."""
+        if len(rows) != len(events):
+            raise ValueError("one list of events per case")
+        if not rows:
+            return 0
+        # executemany takes its columns from the first row: give every row every key so
+        # none is silently dropped (a key some rows lack gets the column's default).
+        fill = {k: _scalar_default(cases.c[k]) for k in set().union(*rows)}
         with self._write() as conn:
-            for row, evs in zip(rows, events, strict=True):
-                cid = conn.execute(sa.insert(cases).values(**row)).inserted_primary_key[0]
-                if evs:
-                    # executemany takes its columns from the first row: give every event
-                    # every key so none is silently dropped.
-                    keys = set().union(*evs)
-                    conn.execute(sa.insert(case_events),
-                                 [{**dict.fromkeys(keys), **e, "case_id": cid} for e in evs])
+            ids = conn.execute(
+                sa.insert(cases).returning(cases.c.id, sort_by_parameter_order=True),
+                [{**fill, **r} for r in rows]).scalars().all()
+            evs = [{**e, "case_id": cid} for cid, case_evs in zip(ids, events, strict=True)
+                   for e in case_evs]
+            if evs:
+                keys = set().union(*evs)
+                conn.execute(sa.insert(case_events),
+                             [{**dict.fromkeys(keys), **e} for e in evs])
             self._bump(conn)
         return len(rows)
 
@@ -777,12 +852,22 @@ class SqlCaseStore(CaseStore):
         return df.astype({"total": "int64", "open": "int64"})
 
 
+def _scalar_default(column: sa.Column):
+    """The column's Python-side default value if it is a plain value, else None."""
+    d = column.default
+    return d.arg if d is not None and d.is_scalar else None
+
+
 def _str_or_none(value) -> str | None:
     return None if value is None or pd.isna(value) else str(value)
 
 
 class SqliteCaseStore(SqlCaseStore):
     """The embedded default: one SQLite file, WAL, busy timeout, immediate writes."""
+
+    # Each process checkpoints after this many of its write transactions (a report
+    # writes about a dozen pages: ~1,000 WAL pages, SQLite's own default threshold).
+    CHECKPOINT_EVERY = 100
 
     def __init__(self, url: str, busy_timeout_ms: int = 10_000):
         super().__init__(url)
@@ -796,6 +881,11 @@ class SqliteCaseStore(SqlCaseStore):
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
+            if self._lock_path is not None and fcntl is not None:
+                # Checkpoints run after the writer's turn (see _writer_turn), not inside
+                # the COMMIT that crosses SQLite's threshold while every other writer
+                # waits on the lock file.
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         @event.listens_for(self.engine, "begin")
@@ -818,6 +908,7 @@ class SqliteCaseStore(SqlCaseStore):
         if path and path != ":memory:" and not path.startswith("file:"):
             self._lock_path = path + ".writelock"
         self._thread_lock = threading.Lock()
+        self._writes = 0  # this process's write transactions since its last checkpoint
         self._lock_fd: int | None = None
         self._lock_pid: int | None = None
 
@@ -829,26 +920,36 @@ class SqliteCaseStore(SqlCaseStore):
         transaction taken in the writer's turn: the write lock is held for about a tenth
         of a millisecond instead of the Core path's half millisecond, which is what
         bounds intake from several workers (bench/intake.py)."""
-        p_case = self._prepared(f"case:{','.join(values)}",
-                                lambda: (_INSERT_CASE_ID, list(values)))
+        case_cols = [c for c in _CASE_COLS if c != "id"]
+        p_case = self._prepared("case", lambda: (
+            _checked_case_insert(case_cols, _ACTIVE_GRID_ID.scalar_subquery()), None))
         p_event = self._prepared("event", lambda: (_INSERT_EVENT_ID, list(event)))
-        p_active = self._prepared("active-grid", lambda: (_ACTIVE_GRID_VERSION, None))
         p_key = self._prepared("key", lambda: (
             _INSERT_KEY, ["user_id", "key", "case_id", "created_at"]))
         p_bump = self._prepared("bump", lambda: (_BUMP, None))
-        with self._writer_turn(), self._dbapi() as dbc:
+        # Everything but the new case's id is ready before the writer's turn: inside it
+        # only the statements run (each one lets other threads take the GIL, so the
+        # fewer Python steps between them, the sooner the lock is free again).
+        case_params = p_case.parameters({f"c_{k}": values.get(k) for k in case_cols})
+        event_values = dict(event)
+        key_values = (None if idempotency is None else
+                      {"user_id": idempotency[0], "key": idempotency[1],
+                       "created_at": utcnow()})
+        bump_params = p_bump.parameters({})
+        with self._dbapi() as dbc, self._writer_turn():
             cur = dbc.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                active = p_active.first(cur)
-                if (active and active["id"]) != grid_version:
-                    raise StaleLayers(active and active["id"])
-                cid = p_case.first(cur, values)["id"]
-                eid = p_event.first(cur, {**event, "case_id": cid})["id"]
-                if idempotency is not None:
-                    p_key.execute(cur, {"user_id": idempotency[0], "key": idempotency[1],
-                                        "case_id": cid, "created_at": utcnow()})
-                p_bump.execute(cur)
+                row = cur.execute(p_case.sql, case_params).fetchone()
+                if row is None:
+                    active = self._prepared("active-grid", lambda: (_ACTIVE_GRID_ID, None))
+                    raise StaleLayers((active.first(cur) or {}).get("id"))
+                cid = event_values["case_id"] = row[0]
+                eid = cur.execute(p_event.sql, p_event.parameters(event_values)).fetchone()[0]
+                if key_values is not None:
+                    key_values["case_id"] = cid
+                    p_key.execute(cur, key_values)
+                cur.execute(p_bump.sql, bump_params)
                 cur.execute("COMMIT")
             except BaseException:
                 if dbc.in_transaction:
@@ -877,6 +978,21 @@ class SqliteCaseStore(SqlCaseStore):
                 yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+                self._writes += 1
+                due = self._writes >= self.CHECKPOINT_EVERY
+                if due:
+                    self._writes = 0
+        if due:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL back into the database (PASSIVE: it waits for nobody and nobody
+        waits for it; SQLite's own checkpointer lock keeps two from overlapping)."""
+        try:
+            with self._dbapi() as dbc:
+                dbc.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sa.exc.DBAPIError:
+            pass  # busy or failed: the next one copies these pages too
 
     @contextmanager
     def _write(self):
@@ -901,7 +1017,46 @@ class PostgisCaseStore(SqlCaseStore):
         u = sa.make_url(url)
         if u.drivername == "postgresql":  # psycopg 3 is the driver we depend on
             u = u.set(drivername="postgresql+psycopg")
-        super().__init__(u, **{"pool_pre_ping": True, **engine_kw})
+        super().__init__(u, **engine_kw)
+        if not engine_kw.get("pool_pre_ping"):
+            _ping_when_idle(self.engine, self.PING_AFTER_IDLE_S)
+
+    _prepared_ok = True
+    PING_AFTER_IDLE_S = 2.0
+
+    @contextmanager
+    def _dbapi(self):
+        with super()._dbapi() as dbc:
+            dbc.autocommit = True
+            try:
+                yield dbc
+            finally:
+                # Back as SQLAlchemy's pool hands it out (it runs transactions itself).
+                if not dbc.closed:
+                    try:
+                        dbc.autocommit = False
+                    except self.engine.dialect.loaded_dbapi.Error:
+                        pass  # broken: the error that broke it is on its way up
+
+    def _insert_report(self, values: dict, event: dict, idempotency: tuple[int, str] | None,
+                       grid_version: int) -> tuple[int, int]:
+        """The report in one statement (:func:`_report_cte`), one round trip in
+        autocommit, instead of BEGIN, five statements and COMMIT."""
+        p = self._prepared("report", lambda: (
+            _report_cte([c for c in _CASE_COLS if c != "id"],
+                        [c for c in event if c != "case_id"]), None))
+        params = {f"c_{k}": values.get(k) for k in _CASE_COLS if k != "id"}
+        params.update({f"e_{k}": v for k, v in event.items()})
+        params.update({"k_use": idempotency is not None,
+                       "k_user_id": idempotency[0] if idempotency else None,
+                       "k_key": idempotency[1] if idempotency else None,
+                       "k_created_at": utcnow()})
+        with self._dbapi() as dbc:
+            row = p.first(dbc.cursor(), params)
+        if row is None:
+            with self._read() as conn:
+                raise StaleLayers(conn.execute(_ACTIVE_GRID_VERSION).scalar())
+        return row["case_id"], row["event_id"]
 
     @contextmanager
     def _read(self):

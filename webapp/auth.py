@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
@@ -107,8 +108,23 @@ def logout():
     return redirect(url_for("pages.overview"))
 
 
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with the signing serializer made once per set of
+    keys instead of on every request (Flask builds a new one each time: a tenth of the
+    framework's share of an API request, bench/intake.py). Rotating ``SECRET_KEY`` or
+    its fallbacks makes a new one."""
+
+    def get_signing_serializer(self, app):
+        keys = (app.secret_key, tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()))
+        cached = getattr(self, "_serializer", None)
+        if cached is None or cached[0] != keys:
+            cached = self._serializer = (keys, super().get_signing_serializer(app))
+        return cached[1]
+
+
 def init_app(app) -> None:
     """Sessions, login and CSRF for the app."""
+    app.session_interface = SessionInterface()
     app.config.setdefault("PERMANENT_SESSION_LIFETIME", timedelta(hours=12))
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
