@@ -67,9 +67,14 @@ def current(conn) -> str | None:
     return rev
 
 
+def is_legacy(conn) -> bool:
+    """A release-0.1 database: the tables, but no Alembic version table yet."""
+    return (MigrationContext.configure(conn).get_current_revision() is None
+            and sa.inspect(conn).has_table("cases"))
+
+
 def _stamp_legacy(conn) -> None:
-    if (MigrationContext.configure(conn).get_current_revision() is None
-            and sa.inspect(conn).has_table("cases")):
+    if is_legacy(conn):
         command.stamp(alembic_config(conn), LEGACY_REVISION)
 
 
@@ -91,10 +96,15 @@ def check_current(conn) -> None:
             f"{want}; back it up (`hemei backup`), then run `hemei db upgrade`")
 
 
-def upgrade_sql(url: str, revision: str = "head", start: str | None = None) -> str:
-    """The SQL an upgrade would run (Alembic's offline mode), for a DBA to review."""
+def upgrade_sql(url: str, revision: str = "head", start: str | None = None,
+                legacy: bool = False) -> str:
+    """The SQL an upgrade would run (Alembic's offline mode), for a DBA to review. With
+    ``legacy`` (a release-0.1 database, see :func:`is_legacy`) it starts by creating the
+    version table stamped ``LEGACY_REVISION``, as :func:`upgrade` does online."""
     buf = io.StringIO()
     target = f"{start}:{revision}" if start else revision
     with redirect_stdout(buf):
+        if legacy:
+            command.stamp(alembic_config(url=url), LEGACY_REVISION, sql=True)
         command.upgrade(alembic_config(url=url), target, sql=True)
     return buf.getvalue()

@@ -566,7 +566,15 @@ def db_upgrade(as_sql: bool) -> None:
         click.echo(f"already up to date ({after})")
         return
     if as_sql:
-        click.echo(schema.upgrade_sql(url, start=before))
+        from gis.backup import _engine
+
+        engine = _engine(url)
+        try:
+            with engine.connect() as conn:
+                legacy = schema.is_legacy(conn)
+        finally:
+            engine.dispose()
+        click.echo(schema.upgrade_sql(url, start=before, legacy=legacy))
         return
     try:
         open_store(url, migrate=True).dispose()

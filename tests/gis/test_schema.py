@@ -179,6 +179,28 @@ def test_upgrade_sql_prints_the_ddl_and_runs_nothing(empty_url, tmp_path):
 
 
 @pytest.mark.backends("sqlite")
+def test_upgrade_sql_for_a_release_01_file_stamps_it_first(backend, tmp_path):
+    """The SQL handed to a DBA for a release-0.1 database creates the version table at
+    0001 before upgrading: run by hand, it leaves the database exactly where `hemei db
+    upgrade` would."""
+    import sqlite3
+
+    db = tmp_path / "by-hand.sqlite3"
+    shutil.copy(RELEASE_01, db)
+    url = f"sqlite:///{db}"
+    r = hemei_cli(["db", "upgrade", "--sql"], url, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "CREATE TABLE alembic_version" in r.stdout
+    assert _revision(url) == "0001"  # printing changed nothing
+    con = sqlite3.connect(db)
+    con.executescript(r.stdout)
+    con.close()
+    assert _revision(url) == "0002"
+    r = hemei_cli(["db", "current"], url, tmp_path)
+    assert r.returncode == 0 and "0002" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.backends("sqlite")
 def test_the_file_release_01_wrote_upgrades_and_serves(backend, tmp_path):
     """A real database file written by release 0.1's code (tests/data/README.md)."""
     inst = tmp_path / "inst"
