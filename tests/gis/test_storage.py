@@ -318,3 +318,34 @@ def test_open_store_on_a_bare_database_adds_postgis_once_even_when_two_start_at_
         assert s.list_cases() == ([], 0)
     finally:
         s.dispose()  # the database is dropped at the end of the session
+
+
+def test_bulk_import_keeps_each_history_with_its_case(store):
+    """import_cases batches the cases and the events; the ids must still pair them up,
+    and a column some rows leave out gets its default, not NULL."""
+    from datetime import datetime
+
+    def row(i, **kw):
+        t = datetime(2026, 10, 1, 8, 0)
+        return {"category": "pothole", "title": f"第{i}件", "description": "d", "lon": 111.57,
+                "lat": 24.40, "status": "reported", "source": "import", "created_at": t,
+                "updated_at": t, **CHAIN_CODES, **kw}
+
+    rows = [row(0), row(1, tracking_code="TRK-1", rework_count=2), row(2)]
+    events = [[{"at": r["created_at"], "actor": f"导入{i}", "from_status": None,
+                "to_status": "reported", "note": r["title"]} for _ in range(i + 1)]
+              for i, r in enumerate(rows)]
+    assert store.import_cases(rows, events) == 3
+    got = sorted(store.list_cases()[0], key=lambda c: c.id)[-3:]
+    assert [c.title for c in got] == ["第0件", "第1件", "第2件"]
+    assert [c.rework_count for c in got] == [0, 2, 0]
+    assert [c.row_version for c in got] == [1, 1, 1]
+    for i, c in enumerate(got):
+        hist = store.get_case(c.id).history
+        assert len(hist) == i + 1 and {h["actor"] for h in hist} == {f"导入{i}"}
+        assert {h["note"] for h in hist} == {c.title}
+    assert store.import_cases([], []) == 0
+
+
+CHAIN_CODES = {"street_code": "451102003", "community_code": "451102003001",
+               "compound_code": None, "grid_code": "451102003001001"}
