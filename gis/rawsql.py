@@ -43,9 +43,9 @@ class Prepared:
         self._plan = [(n, self.defaults.get(n)) for n in self.names]
         self._procs = [(i, self.bind_procs[n]) for i, n in enumerate(self.names)
                        if n in self.bind_procs]
-        cols = getattr(stmt, "selected_columns", None)
-        if cols is None:
-            cols = getattr(stmt, "_returning", ()) or ()
+        # The columns a row has: a SELECT's, or the RETURNING of an INSERT or UPDATE.
+        cols = (list(stmt.selected_columns) if isinstance(stmt, sa.Select)
+                else list(getattr(stmt, "exported_columns", ())))
         self.columns: list[str] = [c.key for c in cols]
         self.result_procs: list[Any] = [
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in cols]

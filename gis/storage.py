@@ -917,9 +917,9 @@ class SqliteCaseStore(SqlCaseStore):
     def _insert_report(self, values: dict, event: dict, idempotency: tuple[int, str] | None,
                        grid_version: int) -> tuple[int, int]:
         """The report's statements on the DBAPI connection, in one ``BEGIN IMMEDIATE``
-        transaction taken in the writer's turn: the write lock is held for about a tenth
-        of a millisecond instead of the Core path's half millisecond, which is what
-        bounds intake from several workers (bench/intake.py)."""
+        transaction taken in the writer's turn, which holds the lock file only while the
+        statements run (bench/intake.py): the grid-version check is part of the case's
+        INSERT, and every parameter but the new case's id is converted beforehand."""
         case_cols = [c for c in _CASE_COLS if c != "id"]
         p_case = self._prepared("case", lambda: (
             _checked_case_insert(case_cols, _ACTIVE_GRID_ID.scalar_subquery()), None))
