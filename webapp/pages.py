@@ -232,7 +232,11 @@ def case(case_id: int):
     h = hemei()
     locale = get_locale()
     c = h.store.get_case(case_id)
-    m = maps.point_map(c.lon, c.lat, c.title, tiles=tiles())
+    layers = h.layers
+    areas = {level: layers[level][layers[level]["code"] == code]
+             for level, code in (("grid", c.grid_code), ("compound", c.compound_code))
+             if code and level in layers}
+    m = maps.point_map(c.lon, c.lat, c.title, tiles=tiles(), areas=areas, locale=locale)
     return render_template(
         "case.html", map=_render(m), case=c,
         category=get_category(c.category).label(locale),

@@ -119,6 +119,17 @@ def test_compound_page_lists_open_cases_and_grids(client, hemei):
     assert client.get("/compounds/nope").status_code == 404
 
 
+def test_case_page_outlines_the_cases_grid_and_compound(client, hemei):
+    """The small map shows where the case is without base tiles: its grid and compound
+    outlined (and no other grid)."""
+    [case] = [c for c in hemei.store.list_cases(limit=500)[0] if c.compound_code][:1]
+    html = client.get(f"/cases/{case.id}").get_data(as_text=True)
+    grid_codes = set(re.findall(r'"id":\s*"(\d{15})"', html))
+    assert grid_codes == {case.grid_code}
+    assert re.search(rf'"id":\s*"{case.compound_code}"', html)
+    assert hemei.locator.name("grid", case.grid_code) in html
+
+
 def test_grid_page_sorts_open_cases_most_overdue_first(client, hemei):
     code = hemei.grid_summary().sort_values("open").iloc[-1]["code"]
     html = client.get(f"/grids/{code}").get_data(as_text=True)
