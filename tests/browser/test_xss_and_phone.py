@@ -55,9 +55,10 @@ def test_hostile_text_on_the_case_page_is_inert(page_factory, live_server, hosti
     page.goto(f"{base}/cases/{hostile_case['id']}", wait_until="networkidle")
     assert page.locator("#case-title").inner_text() == TITLE
     assert page.locator("#case-description").inner_text().strip() == DESC.strip()
-    # Hover the marker: its tooltip holds the title too.
-    page.locator(".leaflet-interactive").first.hover()
-    page.wait_for_timeout(300)
+    # Hover the marker (drawn last, over the grid's outline): its tooltip holds the title.
+    page.locator(".leaflet-interactive").last.hover()
+    page.wait_for_selector(".leaflet-tooltip")
+    assert TITLE.split()[0] in page.locator(".leaflet-tooltip").last.inner_text()
     assert page.locator("img[src=x]").count() == 0
     assert page.locator("svg[onload]").count() == 0
     assert watch.dialogs == [] and watch.errors == []
