@@ -30,19 +30,15 @@ class Prepared:
         binds = {name: b for b, name in compiled.bind_names.items()}
         self.names: list[str] = (list(compiled.positiontup) if compiled.positional
                                  else list(binds))
-        # Values the statement carries itself (a literal compared with, a constant).
-        self.defaults: dict[str, Any] = {
-            name: b.value for name, b in binds.items()
-            if not b.required and b.value is not None and not callable(b.value)}
-        self.bind_procs: dict[str, Any] = {}
-        for name, b in binds.items():
-            proc = b.type.dialect_impl(dialect).bind_processor(dialect)
-            if proc is not None:
-                self.bind_procs[name] = proc
-        # What parameters() walks: (name, default) in order, and (index, converter).
-        self._plan = [(n, self.defaults.get(n)) for n in self.names]
-        self._procs = [(i, self.bind_procs[n]) for i, n in enumerate(self.names)
-                       if n in self.bind_procs]
+        # What parameters() walks: (name, the value the statement carries itself — a
+        # literal it compares with — or None) in order, and (index, converter).
+        carried = {name: b.value for name, b in binds.items()
+                   if not b.required and b.value is not None and not callable(b.value)}
+        self._plan = [(n, carried.get(n)) for n in self.names]
+        procs = {name: b.type.dialect_impl(dialect).bind_processor(dialect)
+                 for name, b in binds.items()}
+        self._procs = [(i, procs[n]) for i, n in enumerate(self.names)
+                       if procs.get(n) is not None]
         # The columns a row has: a SELECT's, or the RETURNING of an INSERT or UPDATE.
         cols = (list(stmt.selected_columns) if isinstance(stmt, sa.Select)
                 else list(getattr(stmt, "exported_columns", ())))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import sqlite3
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -153,22 +154,30 @@ def test_sqlite_checkpoints_after_the_writers_turn(hemei, monkeypatch, tmp_path)
     assert got == set(ids)
 
 
-@pytest.mark.backends("postgis")
-def test_postgis_replaces_a_dead_pooled_connection_after_idling(database_url, monkeypatch):
-    """Connections are pinged only after sitting idle (not on every checkout, as
-    ``pool_pre_ping`` does); one the server closed meanwhile is replaced, not used."""
-    monkeypatch.setattr(PostgisCaseStore, "PING_AFTER_IDLE_S", 0.0)
+@contextmanager
+def _store_with_a_dead_pooled_connection(database_url: str):
+    """A PostGIS store whose one pooled connection the server has terminated (as a
+    restart or failover would); yields (store, that connection's backend pid)."""
     store = open_store(database_url)
     try:
         with store._read() as conn:
             pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
         with sa.create_engine(database_url, poolclass=sa.pool.NullPool).connect() as other:
             other.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        yield store, pid
+    finally:
+        store.dispose()
+
+
+@pytest.mark.backends("postgis")
+def test_postgis_replaces_a_dead_pooled_connection_after_idling(database_url, monkeypatch):
+    """Connections are pinged only after sitting idle (not on every checkout, as
+    ``pool_pre_ping`` does); one the server closed meanwhile is replaced, not used."""
+    monkeypatch.setattr(PostgisCaseStore, "PING_AFTER_IDLE_S", 0.0)
+    with _store_with_a_dead_pooled_connection(database_url) as (store, pid):
         with store._read() as conn:  # the pooled connection is dead: pinged, replaced
             assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar() != pid
         assert store.data_version() >= 1
-    finally:
-        store.dispose()
 
 
 @pytest.mark.backends("postgis")
@@ -176,17 +185,10 @@ def test_without_the_idle_ping_a_dead_connection_fails_the_request(database_url,
                                                                    monkeypatch):
     """The contrast that shows the ping above is what saved the request."""
     monkeypatch.setattr(PostgisCaseStore, "PING_AFTER_IDLE_S", 3600.0)
-    store = open_store(database_url)
-    try:
-        with store._read() as conn:
-            pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
-        with sa.create_engine(database_url, poolclass=sa.pool.NullPool).connect() as other:
-            other.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+    with _store_with_a_dead_pooled_connection(database_url) as (store, _pid):
         with pytest.raises(sa.exc.OperationalError):
             with store._read() as conn:
                 conn.execute(sa.text("SELECT 1")).scalar()
-    finally:
-        store.dispose()
 
 
 def test_other_sql_backends_keep_the_core_path():
