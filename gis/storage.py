@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -214,14 +215,16 @@ def _binds(prefix: str, table: sa.Table, cols: list[str]) -> list[sa.BindParamet
     return [sa.bindparam(f"{prefix}{c}", type_=table.c[c].type) for c in cols]
 
 
-def _checked_case_insert(case_cols: list[str], active_grid) -> sa.Insert:
+def _checked_case_insert(case_cols: list[str], active_grid, *,
+                         returning: bool = True) -> sa.Insert:
     """INSERT a case (``c_``-prefixed parameters) only if ``active_grid`` (the active grid
-    layer version, a column or scalar subquery) is ``c_grid_version_id``, RETURNING id:
-    no row means the grid layer changed after the report was located."""
+    layer version, a column or scalar subquery) is ``c_grid_version_id``, RETURNING id
+    (or not, when the driver reports the new rowid itself): no row means the grid layer
+    changed after the report was located."""
     check = active_grid == sa.bindparam("c_grid_version_id", type_=sa.Integer)
-    return (sa.insert(cases)
-            .from_select(case_cols, sa.select(*_binds("c_", cases, case_cols)).where(check))
-            .returning(cases.c.id))
+    stmt = (sa.insert(cases)
+            .from_select(case_cols, sa.select(*_binds("c_", cases, case_cols)).where(check)))
+    return stmt.returning(cases.c.id) if returning else stmt
 
 
 def _report_cte(case_cols: list[str], event_cols: list[str]) -> sa.Select:
@@ -862,6 +865,26 @@ def _str_or_none(value) -> str | None:
     return None if value is None or pd.isna(value) else str(value)
 
 
+class _PendingReport:
+    """A report waiting for its group commit (:meth:`SqliteCaseStore._commit_group`)."""
+
+    __slots__ = ("case_params", "event_params", "key_values", "ids", "error", "done")
+
+    def __init__(self, case_params, event_params: list, key_values: dict | None):
+        self.case_params, self.event_params, self.key_values = (
+            case_params, event_params, key_values)
+        self.ids: tuple[int, int] | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+def _as_sa_error(err: Exception) -> Exception:
+    """A driver error as SQLAlchemy raises it (what callers catch); others unchanged."""
+    if isinstance(err, sqlite3.Error):
+        return sa.exc.DBAPIError.instance(None, None, err, sqlite3.Error)
+    return err
+
+
 class SqliteCaseStore(SqlCaseStore):
     """The embedded default: one SQLite file, WAL, busy timeout, immediate writes."""
 
@@ -908,6 +931,11 @@ class SqliteCaseStore(SqlCaseStore):
         if path and path != ":memory:" and not path.startswith("file:"):
             self._lock_path = path + ".writelock"
         self._thread_lock = threading.Lock()
+        # Group commit (_insert_report): reports queued by this process's threads, and
+        # whether one of them is committing a group now.
+        self._group = threading.Condition(threading.Lock())
+        self._queue: list[_PendingReport] = []
+        self._committing = False
         self._writes = 0  # this process's write transactions since its last checkpoint
         self._lock_fd: int | None = None
         self._lock_pid: int | None = None
@@ -916,46 +944,112 @@ class SqliteCaseStore(SqlCaseStore):
 
     def _insert_report(self, values: dict, event: dict, idempotency: tuple[int, str] | None,
                        grid_version: int) -> tuple[int, int]:
-        """The report's statements on the DBAPI connection, in one ``BEGIN IMMEDIATE``
-        transaction taken in the writer's turn, which holds the lock file only while the
-        statements run (bench/intake.py): the grid-version check is part of the case's
-        INSERT, and every parameter but the new case's id is converted beforehand."""
+        """The report's statements on the DBAPI connection, committed together with the
+        reports other threads of this process are waiting to write (group commit, see
+        :meth:`_commit_group`). The grid-version check is part of the case's INSERT, and
+        every parameter but the new case's id is converted beforehand."""
         case_cols = [c for c in _CASE_COLS if c != "id"]
-        p_case = self._prepared("case", lambda: (
-            _checked_case_insert(case_cols, _ACTIVE_GRID_ID.scalar_subquery()), None))
-        p_event = self._prepared("event", lambda: (_INSERT_EVENT_ID, list(event)))
-        p_key = self._prepared("key", lambda: (
-            _INSERT_KEY, ["user_id", "key", "case_id", "created_at"]))
-        p_bump = self._prepared("bump", lambda: (_BUMP, None))
+        # No RETURNING: sqlite3 reports the new rowid (cursor.lastrowid) and the row count
+        # from the one step that runs the INSERT; RETURNING takes a second step per row.
+        p_case = self._prepared("case", lambda: (_checked_case_insert(
+            case_cols, _ACTIVE_GRID_ID.scalar_subquery(), returning=False), None))
+        p_event = self._prepared("event", lambda: (sa.insert(case_events), list(event)))
         # Everything but the new case's id is ready before the writer's turn: inside it
         # only the statements run (each one lets other threads take the GIL, so the
         # fewer Python steps between them, the sooner the lock is free again).
-        case_params = p_case.parameters({f"c_{k}": values.get(k) for k in case_cols})
-        event_values = dict(event)
-        key_values = (None if idempotency is None else
-                      {"user_id": idempotency[0], "key": idempotency[1],
-                       "created_at": utcnow()})
-        bump_params = p_bump.parameters({})
-        with self._dbapi() as dbc, self._writer_turn():
-            cur = dbc.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+        report = _PendingReport(
+            p_case.parameters({f"c_{k}": values.get(k) for k in case_cols}),
+            list(p_event.parameters(event)),  # the case id is set when it is known
+            None if idempotency is None else {"user_id": idempotency[0],
+                                              "key": idempotency[1], "created_at": utcnow()})
+        group = self._group
+        with group:
+            self._queue.append(report)
+            while self._committing and not report.done:
+                group.wait()
+            if not report.done:
+                # This thread commits every report queued so far, its own included.
+                self._committing = True
+                batch, self._queue = self._queue, []
+        if not report.done:
             try:
-                row = cur.execute(p_case.sql, case_params).fetchone()
-                if row is None:
-                    active = self._prepared("active-grid", lambda: (_ACTIVE_GRID_ID, None))
-                    raise StaleLayers((active.first(cur) or {}).get("id"))
-                cid = event_values["case_id"] = row[0]
-                eid = cur.execute(p_event.sql, p_event.parameters(event_values)).fetchone()[0]
-                if key_values is not None:
-                    key_values["case_id"] = cid
-                    p_key.execute(cur, key_values)
-                cur.execute(p_bump.sql, bump_params)
-                cur.execute("COMMIT")
-            except BaseException:
-                if dbc.in_transaction:
-                    dbc.rollback()
+                self._commit_group(batch)
+            except BaseException as err:
+                for r in batch:  # nothing of the group was committed
+                    r.error, r.done = err, True
                 raise
-        return cid, eid
+            finally:
+                with group:
+                    self._committing = False
+                    group.notify_all()
+        if report.error is not None:
+            raise report.error
+        return report.ids
+
+    #: At most this many reports share one transaction.
+    GROUP_MAX = 64
+
+    def _commit_group(self, batch: list[_PendingReport]) -> None:
+        """Write ``batch`` in one ``BEGIN IMMEDIATE`` transaction, in the writer's turn.
+
+        Group commit: while one thread holds the write lock (its own or another
+        process's), the reports this process's other threads finish meanwhile queue up,
+        and the next one to commit writes them all in one transaction. The pages a
+        report appends to (the cases table, its time and area indexes, the history, the
+        data version) are then written to the WAL and checkpointed once per group
+        instead of once per report, and the other processes' connections re-read their
+        changed pages once per group (bench/intake.py). A report is acknowledged only
+        after its group's COMMIT. One report's own refusal (its Idempotency-Key was
+        used meanwhile, or its grid layer is no longer active) rolls back to its
+        savepoint and the others are committed; any other error rolls back the group
+        and every report in it gets that error."""
+        p_case, p_event = self._prepared_cache["case"], self._prepared_cache["event"]
+        p_key = self._prepared("key", lambda: (
+            _INSERT_KEY, ["user_id", "key", "case_id", "created_at"]))
+        p_bump = self._prepared("bump", lambda: (_BUMP, None))
+        bump_params = p_bump.parameters({})
+        case_id_at = p_event.names.index("case_id")
+        for start in range(0, len(batch), self.GROUP_MAX):
+            chunk = batch[start:start + self.GROUP_MAX]
+            many = len(chunk) > 1
+            outcomes: list[tuple] = []
+            with self._dbapi() as dbc, self._writer_turn():
+                cur = dbc.cursor()
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    for r in chunk:
+                        if many:
+                            cur.execute("SAVEPOINT report")
+                        try:
+                            if cur.execute(p_case.sql, r.case_params).rowcount != 1:
+                                active = self._prepared(
+                                    "active-grid", lambda: (_ACTIVE_GRID_ID, None))
+                                raise StaleLayers((active.first(cur) or {}).get("id"))
+                            cid = r.event_params[case_id_at] = cur.lastrowid
+                            eid = cur.execute(p_event.sql, r.event_params).lastrowid
+                            if r.key_values is not None:
+                                r.key_values["case_id"] = cid
+                                p_key.execute(cur, r.key_values)
+                        except (sqlite3.IntegrityError, StaleLayers) as err:
+                            if many:
+                                cur.execute("ROLLBACK TO report")
+                                cur.execute("RELEASE report")
+                            outcomes.append((None, _as_sa_error(err)))
+                        else:
+                            if many:
+                                cur.execute("RELEASE report")
+                            outcomes.append(((cid, eid), None))
+                    if any(err is None for _, err in outcomes):
+                        cur.execute(p_bump.sql, bump_params)
+                        cur.execute("COMMIT")
+                    else:
+                        cur.execute("ROLLBACK")
+                except BaseException:
+                    if dbc.in_transaction:
+                        dbc.rollback()
+                    raise
+            for r, (ids, err) in zip(chunk, outcomes, strict=True):
+                r.ids, r.error, r.done = ids, err, True
 
     def _lock_file(self) -> int:
         # One descriptor per process (flock is per open file description): reopened

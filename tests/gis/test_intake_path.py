@@ -108,6 +108,28 @@ def test_a_replayed_key_on_the_fast_path_names_the_first_case(hemei):
     assert hemei.store.data_version() == version
 
 
+@pytest.mark.backends("sqlite")
+def test_the_fast_datetime_format_is_sqlalchemys_exactly():
+    """rawsql formats SQLite datetimes itself (isoformat): the text must be what
+    SQLAlchemy's own processor writes, or text comparisons in SQL would misorder rows."""
+    from datetime import UTC, date, datetime, timedelta, timezone
+
+    from sqlalchemy.dialects import sqlite
+
+    from gis.rawsql import _bind_processor
+
+    dialect = sqlite.dialect()
+    impl = sa.DateTime().dialect_impl(dialect)
+    fast, general = _bind_processor(impl, dialect), impl.bind_processor(dialect)
+    assert fast is not general
+    for v in (datetime(2026, 11, 26, 9, 30), datetime(2026, 1, 5, 9, 0, 0, 7),
+              datetime(5, 1, 2, 3, 4, 5, 999999), datetime(9999, 12, 31, 23, 59, 59),
+              datetime(2026, 3, 1, tzinfo=UTC),
+              datetime(2026, 3, 1, 8, tzinfo=timezone(timedelta(hours=8))),
+              date(2026, 3, 1), None):
+        assert fast(v) == general(v), v
+
+
 def test_every_report_moves_the_data_version(hemei):
     before = hemei.store.data_version()
     _report(hemei, "一")
@@ -152,6 +174,117 @@ def test_sqlite_checkpoints_after_the_writers_turn(hemei, monkeypatch, tmp_path)
     got = {r[0] for r in con.execute(f"SELECT id FROM cases WHERE id IN ({listed})")}
     con.close()
     assert got == set(ids)
+
+
+def _held_writer_lock(store):
+    """Hold the store's lock file as another process's writer would (a new open file
+    description: flock excludes it from this process's own descriptor too)."""
+    import fcntl
+    import os
+
+    fd = os.open(sa.make_url(store.url).database + ".writelock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _queue_reports(hemei, calls: list, *, stale_at: int | None = None):
+    """Start ``calls`` (title, key) reports in threads while the lock file is held, wait
+    until the first is waiting for the lock and the others are queued behind it, then
+    release the lock; returns each call's case or exception, in order."""
+    import fcntl
+    import os
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gis.cases import NewCase
+
+    store = hemei.store
+    locator, version = hemei._located()
+    p = hemei.layers["grid"].geometry.iloc[3].representative_point()
+    chain = locator.locate(p.x, p.y)
+
+    def one(i, title, key):
+        new = NewCase(category="street_light", title=title, description=title,
+                      lon=p.x, lat=p.y)
+        try:
+            return store.create_case(new, chain, None, actor="巡查员",
+                                     idempotency=(1, key) if key else None,
+                                     grid_version=version + (99 if i == stale_at else 0))
+        except Exception as err:  # noqa: BLE001 - the test looks at what each one got
+            return err
+
+    fd = _held_writer_lock(store)
+    try:
+        with ThreadPoolExecutor(len(calls)) as pool:
+            first = pool.submit(one, 0, *calls[0])
+            deadline = time.monotonic() + 10
+            while not store._committing and time.monotonic() < deadline:
+                time.sleep(0.005)
+            rest = [pool.submit(one, i, *c) for i, c in enumerate(calls[1:], start=1)]
+            while len(store._queue) < len(rest) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert len(store._queue) == len(rest), "the reports did not queue"
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return [first.result(timeout=30)] + [f.result(timeout=30) for f in rest]
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.backends("sqlite")
+def test_reports_queued_behind_the_writer_commit_together(hemei):
+    """Group commit: reports that queue while another writer holds the lock are written
+    in one transaction. One report's own refusal (a used Idempotency-Key, a grid layer
+    that is no longer active) costs only that report; every other one is stored and
+    acknowledged with its own ids."""
+    from gis.storage import IdempotentReplay, StaleLayers
+
+    used = _report(hemei, "早先的", key="used-key")
+    before_version, before_n = hemei.store.data_version(), hemei.store.list_cases()[1]
+    got = _queue_reports(hemei, [("领头", None), ("甲", "k-a"), ("重放", "used-key"),
+                                 ("乙", "k-b"), ("旧图层", "k-stale"), ("丙", None)],
+                         stale_at=4)
+    lead, a, replay, b, stale, c = got
+    assert isinstance(replay, IdempotentReplay) and replay.case_id == used.id
+    assert isinstance(stale, StaleLayers)
+    stored = [lead, a, b, c]
+    assert all(hasattr(x, "id") for x in stored), got
+    # Two transactions: the first writer's, then the queued group's.
+    assert hemei.store.data_version() == before_version + 2
+    assert hemei.store.list_cases()[1] == before_n + 4
+    assert [a.id, b.id, c.id] == list(range(a.id, a.id + 3))  # one group, in queue order
+    for x in stored:
+        got_back = hemei.store.get_case(x.id)
+        assert got_back.title == x.title and got_back.history[0]["id"] == x.history[0]["id"]
+    assert hemei.store.idempotent_case_id(1, "k-a") == a.id
+    assert hemei.store.idempotent_case_id(1, "k-stale") is None  # rolled back with it
+
+
+@pytest.mark.backends("sqlite")
+def test_a_group_that_fails_to_commit_acknowledges_none_of_its_reports(hemei, monkeypatch):
+    """Any other error rolls the whole group back, and every report in it gets the error:
+    none is acknowledged, none is stored."""
+    store = hemei.store
+    _report(hemei, "编译语句")  # the statements are compiled
+
+    class Broken:
+        sql = "UPDATE no_such_table SET value = 1"
+
+        def parameters(self, values):
+            return ()
+
+    before_version, before_n = store.data_version(), store.list_cases()[1]
+    real = store._prepared
+
+    def broken_bump(key, build):
+        return Broken() if key == "bump" else real(key, build)
+
+    monkeypatch.setattr(store, "_prepared", broken_bump)
+    got = _queue_reports(hemei, [("一", "f-1"), ("二", "f-2"), ("三", None)])
+    monkeypatch.undo()
+    assert all(isinstance(x, sa.exc.OperationalError) for x in got), got
+    assert store.list_cases()[1] == before_n and store.data_version() == before_version
+    assert store.idempotent_case_id(1, "f-2") is None
+    assert _report(hemei, "之后").id  # the store still works
 
 
 @contextmanager
