@@ -16,6 +16,7 @@ reported as outside (``grid_code`` None), never raised.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +79,24 @@ class _CellIndex:
         self.cand = g_idx[order]
         self.start = np.searchsorted(c_idx[order], np.arange(nx * ny + 1))
 
+    def lookup_one(self, x: float, y: float) -> int:
+        """:meth:`lookup` for one point, in plain Python: a point in an interior cell
+        (most of them) costs two divisions and an array read, with no geometry built and
+        no GEOS call; a point in a mixed cell is tested against that cell's candidates,
+        in code order. Same arithmetic as :meth:`lookup`, so the same answers."""
+        if not (self.x0 <= x <= self.x1 and self.y0 <= y <= self.y1):
+            return -1
+        ix = min(int((x - self.x0) / self.dx), self.nx - 1)
+        iy = min(int((y - self.y0) / self.dy), self.ny - 1)
+        cell = iy * self.nx + ix
+        owner = self.owner.item(cell)
+        if owner >= 0:
+            return owner
+        for g in self.cand[self.start.item(cell):self.start.item(cell + 1)].tolist():
+            if shapely.intersects_xy(self.geoms[g], x, y):
+                return g
+        return -1
+
     def lookup(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Index of the feature holding each point, -1 where none (edge rule applied)."""
         out = np.full(len(x), -1, dtype=np.int64)
@@ -124,6 +143,7 @@ class _LayerIndex:
         # rank[i] is the position of feature i in code order: the tie-break key.
         self.rank = np.argsort(np.argsort(self.codes, kind="stable"), kind="stable")
         self._cells: _CellIndex | None = None
+        self._single = 0  # single-point look-ups answered without the lattice
 
     # Batches at least this large use (and build, once) the cell index.
     CELL_INDEX_MIN_POINTS = 20_000
@@ -161,8 +181,19 @@ class _LayerIndex:
         out[p_sorted[first]] = g_sorted[first]
         return out
 
+    # After this many single-point look-ups (a server locating its reports), build the
+    # lattice and answer single points from it too.
+    CELL_INDEX_AFTER_SINGLE = 64
+
     def lookup_one(self, x: float, y: float) -> int:
         """Index of the feature holding one point, -1 where none."""
+        cells = self._cells
+        if cells is None:
+            self._single += 1
+            if self._single >= self.CELL_INDEX_AFTER_SINGLE and len(self.geoms):
+                cells = self.cell_index()
+        if cells is not None:
+            return cells.lookup_one(x, y)
         cand = self.tree.query(shapely.Point(x, y))
         best = -1
         for i in cand:
@@ -185,7 +216,7 @@ def check_lon_lat(lon: object, lat: object) -> tuple[float, float]:
             v = float(value)
         except (TypeError, ValueError, OverflowError):
             raise InvalidInput(f"{field} must be a number, got {value!r}", field=field) from None
-        if not np.isfinite(v):
+        if not math.isfinite(v):
             raise InvalidInput(f"{field} must be a finite number, got {value!r}", field=field)
         if not -limit <= v <= limit:
             raise InvalidInput(f"{field} must be between -{limit:g} and {limit:g}, got {v:g}",

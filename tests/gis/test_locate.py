@@ -143,6 +143,28 @@ def test_large_batches_use_the_cell_index_and_agree_with_the_exact_path():
     assert fast[sample].tolist() == _truth(x[sample], y[sample], VOR["grid"])
 
 
+def test_single_points_switch_to_the_lattice_and_give_the_same_answers():
+    """A server locating report after report builds the lattice and answers single
+    points from it: the same grid as the tree path for random points, Voronoi vertices
+    (shared by three cells), the box edge and points outside."""
+    loc = Locator(voronoi_layer(60, seed=11))
+    rng = np.random.default_rng(5)
+    verts = shapely.get_coordinates(loc.layers["grid"].geometry.values)
+    x = np.concatenate([rng.uniform(111.54, 111.61, 2000), verts[:, 0], [111.55, 111.60]])
+    y = np.concatenate([rng.uniform(24.37, 24.43, 2000), verts[:, 1], [24.40, 24.42]])
+    idx = loc._grid
+    before = [idx.lookup_one(a, b) for a, b in zip(x[:idx.CELL_INDEX_AFTER_SINGLE - 1],
+                                                  y[:idx.CELL_INDEX_AFTER_SINGLE - 1],
+                                                  strict=True)]
+    assert idx._cells is None  # a few look-ups (a CLI call) do not build it
+    after = [idx.lookup_one(a, b) for a, b in zip(x, y, strict=True)]
+    assert idx._cells is not None
+    exact = idx._exact_many(x, y)
+    assert after == exact.tolist()
+    assert before == exact[:len(before)].tolist()
+    assert (exact >= 0).sum() > 1000 and (exact < 0).sum() > 500  # inside and outside
+
+
 @pytest.mark.parametrize("lon, lat, field", [
     (None, 1, "lon"), (1, None, "lat"), ("x", 1, "lon"), (float("nan"), 1, "lon"),
     (1, float("inf"), "lat"), (200, 1, "lon"), (1, -91, "lat"), (True, 1, "lon"),
