@@ -44,8 +44,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
     )
-    app.json.ensure_ascii = False
-    app.json.sort_keys = False
+    from webapp.jsonio import OrjsonProvider
+
+    app.json = OrjsonProvider(app)  # UTF-8, key order kept (see webapp/jsonio.py)
     if test_config:
         app.config.update({k: v for k, v in test_config.items() if k not in settings})
 
