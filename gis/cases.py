@@ -8,6 +8,7 @@ need no spatial join later and a boundary change does not silently move old case
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 
@@ -188,10 +189,8 @@ class Case:
         reporter's name and phone: callers decide who may see them."""
         # Field by field, not dataclasses.asdict: its recursive deep copy was a fifth of
         # the intake path's time (bench/intake.py); only the history needs copying.
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        for k, v in d.items():
-            if isinstance(v, datetime):
-                d[k] = v.isoformat(timespec="seconds") + "Z"
+        d = {name: (v.isoformat(timespec="seconds") + "Z" if isinstance(v, datetime) else v)
+             for name in _case_fields() for v in (getattr(self, name),)}
         d["history"] = [
             {k: (v.isoformat(timespec="seconds") + "Z" if isinstance(v, datetime)
                  else copy.deepcopy(v) if isinstance(v, (dict, list)) else v)
@@ -199,6 +198,12 @@ class Case:
             for ev in self.history]
         d["overdue"] = self.is_overdue()
         return d
+
+
+@functools.cache
+def _case_fields() -> tuple[str, ...]:
+    # Once: dataclasses.fields() reflects on the class at every call.
+    return tuple(f.name for f in fields(Case))
 
 
 def _text(payload: dict, name: str, limit: int, required: bool) -> str:

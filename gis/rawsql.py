@@ -12,6 +12,7 @@ strings and 0/1 booleans), in both directions.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,7 +36,7 @@ class Prepared:
         carried = {name: b.value for name, b in binds.items()
                    if not b.required and b.value is not None and not callable(b.value)}
         self._plan = [(n, carried.get(n)) for n in self.names]
-        procs = {name: b.type.dialect_impl(dialect).bind_processor(dialect)
+        procs = {name: _bind_processor(b.type.dialect_impl(dialect), dialect)
                  for name, b in binds.items()}
         self._procs = [(i, procs[n]) for i, n in enumerate(self.names)
                        if procs.get(n) is not None]
@@ -70,3 +71,24 @@ class Prepared:
     def first(self, cursor, values: Mapping[str, Any] | None = None) -> dict | None:
         """Run and return the first row as a dict, or None."""
         return self.row(self.execute(cursor, values).fetchone())
+
+
+_SQLITE_DATETIME_FORMAT = ("%(year)04d-%(month)02d-%(day)02d "
+                           "%(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d")
+
+
+def _bind_processor(impl, dialect):
+    """The type's bind processor; for SQLite's DATETIME in its default storage format,
+    an equivalent one that formats a naive datetime with ``isoformat`` (SQLAlchemy's
+    fills a %-template from a dict: a few datetimes per report added up)."""
+    proc = impl.bind_processor(dialect)
+    if (proc is None or dialect.name != "sqlite"
+            or getattr(impl, "_storage_format", None) != _SQLITE_DATETIME_FORMAT):
+        return proc
+
+    def process(value, _general=proc, _datetime=datetime):
+        if type(value) is _datetime and value.tzinfo is None:
+            return value.isoformat(" ", "microseconds")
+        return _general(value)
+
+    return process

@@ -51,6 +51,9 @@ def _by_urgency(rows: list[dict]) -> list[dict]:
 
 @bp.after_app_request
 def remember_language(resp):
+    # Most requests (every API call) carry no ?lang=: skip parsing the query string.
+    if b"lang=" not in request.query_string:
+        return resp
     lang = request.args.get("lang")
     if lang in ("zh", "en"):
         resp.set_cookie("lang", lang, max_age=365 * 86400, samesite="Lax")
