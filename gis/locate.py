@@ -17,6 +17,7 @@ reported as outside (``grid_code`` None), never raised.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,10 +140,19 @@ class _LayerIndex:
         self.parents = gdf["parent_code"].astype(object).to_numpy()
         self.geoms = geoms
         shapely.prepare(geoms)
+        if len(geoms):
+            # A prepared polygon builds its point-in-area index on first use, and GEOS does
+            # that unguarded: two threads locating their first points at once (shapely
+            # lets go of the GIL) could build it together and crash the process. Build
+            # every one now, in the one thread that makes the locator, by testing a point
+            # inside each bounding box (a point outside it never reaches the index).
+            x0, y0, x1, y1 = shapely.bounds(geoms).T
+            shapely.intersects_xy(geoms, (x0 + x1) / 2, (y0 + y1) / 2)
         self.tree = shapely.STRtree(geoms)
         # rank[i] is the position of feature i in code order: the tie-break key.
         self.rank = np.argsort(np.argsort(self.codes, kind="stable"), kind="stable")
         self._cells: _CellIndex | None = None
+        self._build_lock = threading.Lock()
         self._single = 0  # single-point look-ups answered without the lattice
 
     # Batches at least this large use (and build, once) the cell index.
@@ -150,9 +160,13 @@ class _LayerIndex:
 
     def cell_index(self) -> _CellIndex:
         """The lattice shortcut, built on first use (it costs about as much as locating
-        a few hundred thousand points, so small batches and single points skip it)."""
+        a few hundred thousand points, so small batches and a few single points skip it).
+        Built by one thread only: building tests the prepared polygons' containment,
+        whose GEOS index is also built lazily and unguarded (see ``__init__``)."""
         if self._cells is None:
-            self._cells = _CellIndex(self.geoms, self.rank, self.tree)
+            with self._build_lock:
+                if self._cells is None:
+                    self._cells = _CellIndex(self.geoms, self.rank, self.tree)
         return self._cells
 
     def lookup_many(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -165,6 +165,46 @@ def test_single_points_switch_to_the_lattice_and_give_the_same_answers():
     assert (exact >= 0).sum() > 1000 and (exact < 0).sum() > 500  # inside and outside
 
 
+_THREADS_SCRIPT = """
+import sys, threading
+import numpy as np
+from gis.layers import read_layer_set
+from gis.locate import Locator
+from gis.settings import setting_default
+
+layers = read_layer_set(str(setting_default("SHAPES")))
+x0, y0, x1, y1 = layers["grid"].total_bounds
+rng = np.random.default_rng(1)
+for _ in range(25):
+    loc = Locator(layers)  # fresh prepared polygons, no lattice yet
+    pts = list(zip(rng.uniform(x0, x1, 2400).tolist(), rng.uniform(y0, y1, 2400).tolist()))
+    start = threading.Barrier(8)
+
+    def work(k):
+        start.wait()
+        for p in pts[k::8]:
+            loc.locate(*p)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+print("ok")
+"""
+
+
+def test_threads_locating_at_once_on_a_fresh_locator_do_not_crash_the_process():
+    """A server's threads locate their first reports at the same moment: GEOS builds a
+    prepared polygon's indexes lazily and unguarded, and shapely lets go of the GIL, so
+    two threads building one together crashed the worker (SIGSEGV, seen under
+    bench/intake.py). Run in a child process, so a crash is a failed assertion here."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("lon, lat, field", [
     (None, 1, "lon"), (1, None, "lat"), ("x", 1, "lon"), (float("nan"), 1, "lon"),
     (1, float("inf"), "lat"), (200, 1, "lon"), (1, -91, "lat"), (True, 1, "lon"),
