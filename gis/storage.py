@@ -886,11 +886,15 @@ def _as_sa_error(err: Exception) -> Exception:
 
 
 class SqliteCaseStore(SqlCaseStore):
-    """The embedded default: one SQLite file, WAL, busy timeout, immediate writes."""
+    """The embedded default: one SQLite file, WAL, busy timeout, immediate writes.
 
-    # Each process checkpoints after this many of its write transactions (a report
-    # writes about a dozen pages: ~1,000 WAL pages, SQLite's own default threshold).
-    CHECKPOINT_EVERY = 100
+    Checkpoints are SQLite's own (``wal_autocheckpoint``, 1,000 pages): the COMMIT that
+    crosses the threshold copies the WAL back, inside the writer's turn. Run anywhere
+    else they let the WAL grow without end under steady load from several processes: a
+    checkpoint outside the turn has always just missed another process's commit, so no
+    writer ever finds the WAL fully copied and starts it over (268 MB after 5,500
+    reports in bench/intake.py, and a third more CPU a report from reading it).
+    """
 
     def __init__(self, url: str, busy_timeout_ms: int = 10_000):
         super().__init__(url)
@@ -904,11 +908,6 @@ class SqliteCaseStore(SqlCaseStore):
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
-            if self._lock_path is not None and fcntl is not None:
-                # Checkpoints run after the writer's turn (see _writer_turn), not inside
-                # the COMMIT that crosses SQLite's threshold while every other writer
-                # waits on the lock file.
-                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         @event.listens_for(self.engine, "begin")
@@ -936,7 +935,6 @@ class SqliteCaseStore(SqlCaseStore):
         self._group = threading.Condition(threading.Lock())
         self._queue: list[_PendingReport] = []
         self._committing = False
-        self._writes = 0  # this process's write transactions since its last checkpoint
         self._lock_fd: int | None = None
         self._lock_pid: int | None = None
 
@@ -1072,21 +1070,6 @@ class SqliteCaseStore(SqlCaseStore):
                 yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-                self._writes += 1
-                due = self._writes >= self.CHECKPOINT_EVERY
-                if due:
-                    self._writes = 0
-        if due:
-            self._checkpoint()
-
-    def _checkpoint(self) -> None:
-        """Copy the WAL back into the database (PASSIVE: it waits for nobody and nobody
-        waits for it; SQLite's own checkpointer lock keeps two from overlapping)."""
-        try:
-            with self._dbapi() as dbc:
-                dbc.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sa.exc.DBAPIError:
-            pass  # busy or failed: the next one copies these pages too
 
     @contextmanager
     def _write(self):
