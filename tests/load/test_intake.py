@@ -39,6 +39,7 @@ There are no timing assertions: how fast the server answers is measured by
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import socket
@@ -129,6 +130,12 @@ class Server:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.kill()
+
+    def worker_deaths(self) -> list[str]:
+        """gunicorn's lines about workers that died: killed by a signal (a crash in C
+        code is SIGSEGV) or exited with an error. The load's retries would hide them."""
+        lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return [x for x in lines if re.search(r"Worker \(pid:\d+\) (was sent|exited)", x)]
 
     def log_tail(self, n: int = 40) -> str:
         """The server's last ``n`` log lines that are not access-log lines."""
@@ -368,6 +375,7 @@ def test_intake_under_load_stores_every_acknowledged_report_once(served, points)
     assert not out.other, (f"non-201 answers under load {out.statuses()}: "
                            f"{list(out.other.items())[:5]}\n{server.log_tail()}")
     assert len(out.created) == INTAKE_REPORTS
+    assert not server.worker_deaths(), server.worker_deaths()
     rows = db.stored(load)
     assert len(rows) == len(out.created)
     stored = _check_stored(load, rows, out.created)
