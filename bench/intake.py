@@ -1,7 +1,7 @@
 """Benchmark: case intake under load, through the served app.
 
-Starts, in the same run and one after the other, two servers on free ports, each served by
-gunicorn with the same worker processes (``--workers``, default 4) and 4 threads a worker:
+Starts two servers side by side on free ports, each served by gunicorn with the same
+worker processes (``--workers``, default 4) and 4 threads a worker:
 
 - **Hemei**: ``hemei serve --production`` over a fresh instance (the demo street's layers,
   no demo cases, an administrator's API token) on ``--backend sqlite`` (a file in a temporary
@@ -14,18 +14,21 @@ gunicorn with the same worker processes (``--workers``, default 4) and 4 threads
   no idempotency.
 
 Then ``--clients`` client processes (default 8) post ``--reports`` reports (default 10,000)
-to each, as fast as each answer comes back (keep-alive connections, ``http.client``): a
-report is a point inside the demo street, a unique ``Idempotency-Key`` and a bearer token
-(the minimal app ignores both). Before timing, every server answers a warm-up round of 30
-reports per worker thread (Hemei loads its layers lazily, once per worker). Printed per
-server: throughput (reports/s, over the wall time of the timed round), latency p50/p99 (as
-the clients see it), and the statuses; then the ratio Hemei / minimal. Target: Hemei ≥
-0.5 × the minimal endpoint's throughput.
+to each server, as fast as each answer comes back (keep-alive connections,
+``http.client``): a report is a point inside the demo street, a unique ``Idempotency-Key``
+and a bearer token (the minimal app ignores both). Before timing, every server answers a
+warm-up round of 30 reports per worker thread (Hemei loads its layers lazily, once per
+worker). The reports are posted in ``--rounds`` (default 3) rounds, alternating between
+the servers and which goes first, so a machine that slows down or speeds up meanwhile
+weighs on both alike. Printed per server and round: throughput (reports/s, over the wall time of the
+round), latency p50/p99 (as the clients see it), and the statuses; per round the ratio
+Hemei / minimal; then the median ratio. Target: Hemei ≥ 0.5 × the minimal endpoint's
+throughput.
 
 Timings depend on what else the machine runs (clients and servers share its cores): the
 load average is printed first and last.
 
-Run: ``python bench/intake.py [--reports N] [--clients N] [--workers N]
+Run: ``python bench/intake.py [--reports N] [--clients N] [--workers N] [--rounds N]
 [--backend sqlite|postgis] [--pg-url URL] [--access-log on|off]``.
 """
 
@@ -266,6 +269,9 @@ def main() -> None:
     ap.add_argument("--reports", type=int, default=10_000)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="the reports are posted in this many rounds per server, "
+                         "alternating between the servers (the median ratio counts)")
     ap.add_argument("--backend", choices=("sqlite", "postgis"), default="sqlite")
     ap.add_argument("--pg-url", default=os.environ.get("HEMEI_TEST_PG_URL"),
                     help="a PostgreSQL server and a role that may create databases "
@@ -325,7 +331,7 @@ def main() -> None:
         env.pop("HEMEI_DATABASE_URL", None)
         if hemei_url:
             env["HEMEI_DATABASE_URL"] = hemei_url
-        results = {}
+        servers = {}
         for name in ("minimal", "hemei"):
             port = free_port()
             if name == "hemei":
@@ -340,33 +346,53 @@ def main() -> None:
             log = (tmp / f"{name}.log").open("w")
             proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
+            log.close()
             procs.append(proc)
             wait_until_up(port, probe, proc)
-            run = secrets.token_hex(4)
-            offset = 0 if name == "minimal" else warm_n
-            drive(port, path, token, pts[offset:offset + warm_n], args.clients, run + "w")
-            # SQLite commits the reports queued in a worker together (group commit).
-            commits = (write_count(inst, hemei_url)
-                       if name == "hemei" and args.backend == "sqlite" else None)
-            r = drive(port, path, token, pts[2 * warm_n:], args.clients, run)
+            servers[name] = (port, path)
+        for i, name in enumerate(("minimal", "hemei")):
+            port, path = servers[name]
+            drive(port, path, token, pts[i * warm_n:(i + 1) * warm_n], args.clients,
+                  secrets.token_hex(4) + "w")
+        ratios, results = [], {"minimal": [], "hemei": []}
+        for rnd in range(args.rounds):
+            # Alternate which goes first: a machine that slows down or speeds up during
+            # the run then weighs on both alike.
+            order = ("minimal", "hemei") if rnd % 2 == 0 else ("hemei", "minimal")
+            got = {}
+            for name in order:
+                port, path = servers[name]
+                # SQLite commits the reports queued in a worker together (group commit).
+                commits = (write_count(inst, hemei_url)
+                           if name == "hemei" and args.backend == "sqlite" else None)
+                lo = 2 * warm_n + rnd * args.reports // args.rounds
+                hi = 2 * warm_n + (rnd + 1) * args.reports // args.rounds
+                r = got[name] = drive(port, path, token, pts[lo:hi], args.clients,
+                                      secrets.token_hex(4))
+                results[name].append(r)
+                show(f"{name} {rnd + 1}", r)
+                if commits is not None:
+                    done = write_count(inst, hemei_url) - commits
+                    print(f"            {r['n'] / max(done, 1):.2f} reports per write "
+                          f"transaction ({done:,} transactions; group commit)")
+                bad = {k: v for k, v in r["statuses"].items() if k != 201}
+                if bad:
+                    print(f"  non-201 answers: {bad}; see {tmp / (name + '.log')}")
+            ratios.append(got["hemei"]["rate"] / got["minimal"]["rate"])
+            print(f"  round {rnd + 1}: Hemei / minimal throughput {ratios[-1]:.2f}x")
+        for proc in procs:
             stop(proc)
-            log.close()
-            results[name] = r
-            show(name, r)
-            if commits is not None:
-                done = write_count(inst, hemei_url) - commits
-                print(f"          {r['n'] / max(done, 1):.2f} reports per write transaction "
-                      f"({done:,} transactions; group commit)")
-            bad = {k: v for k, v in r["statuses"].items() if k != 201}
-            if bad:
-                print(f"  non-201 answers: {bad}; see {tmp / (name + '.log')}")
-        ratio = results["hemei"]["rate"] / results["minimal"]["rate"]
+        ratio = float(np.median(ratios))
         verdict = "met" if ratio >= TARGET else "MISSED"
-        print(f"ratio Hemei / minimal throughput: {ratio:.2f}x; target >= {TARGET}x: "
-              f"{verdict}")
-        print(f"latency ratio Hemei / minimal: p50 "
-              f"{results['hemei']['p50'] / results['minimal']['p50']:.2f}x, p99 "
-              f"{results['hemei']['p99'] / results['minimal']['p99']:.2f}x")
+        print(f"ratio Hemei / minimal throughput, median of {len(ratios)} rounds: "
+              f"{ratio:.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}x); "
+              f"target >= {TARGET}x: {verdict}")
+        med = {name: {k: float(np.median([r[k] for r in rs])) for k in ("rate", "p50", "p99")}
+               for name, rs in results.items()}
+        print(f"median throughput: Hemei {med['hemei']['rate']:.0f}/s, minimal "
+              f"{med['minimal']['rate']:.0f}/s; latency ratio Hemei / minimal: p50 "
+              f"{med['hemei']['p50'] / med['minimal']['p50']:.2f}x, p99 "
+              f"{med['hemei']['p99'] / med['minimal']['p99']:.2f}x")
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         for proc in procs:
