@@ -382,6 +382,11 @@ def main() -> None:
             print(f"  round {rnd + 1}: Hemei / minimal throughput {ratios[-1]:.2f}x")
         for proc in procs:
             stop(proc)
+        for name in servers:  # a crashed worker is restarted, and the clients' retry hides it
+            dead = [x for x in (tmp / f"{name}.log").read_text(errors="replace").splitlines()
+                    if "was sent SIG" in x or "exited with code" in x]
+            if dead:
+                print(f"  {name}: {len(dead)} worker(s) died: {dead[0].strip()}")
         ratio = float(np.median(ratios))
         verdict = "met" if ratio >= TARGET else "MISSED"
         print(f"ratio Hemei / minimal throughput, median of {len(ratios)} rounds: "
