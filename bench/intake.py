@@ -382,7 +382,7 @@ def main() -> None:
             print(f"  round {rnd + 1}: Hemei / minimal throughput {ratios[-1]:.2f}x")
         for proc in procs:
             stop(proc)
-        for name in servers:  # a crashed worker is restarted, and the clients' retry hides it
+        for name in servers:  # gunicorn restarts a crashed worker: say so
             dead = [x for x in (tmp / f"{name}.log").read_text(errors="replace").splitlines()
                     if "was sent SIG" in x or "exited with code" in x]
             if dead:
