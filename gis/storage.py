@@ -973,9 +973,13 @@ class SqliteCaseStore(SqlCaseStore):
             try:
                 self._commit_group(batch)
             except BaseException as err:
-                for r in batch:  # nothing of the group was committed
-                    r.error, r.done = err, True
-                raise
+                # The reports not committed get the error (with more than GROUP_MAX
+                # queued, earlier transactions may have committed theirs).
+                for r in batch:
+                    if not r.done:
+                        r.error, r.done = err, True
+                if not isinstance(err, Exception):
+                    raise  # interrupted: the others are told, and this thread stops
             finally:
                 with group:
                     self._committing = False

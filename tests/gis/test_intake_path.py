@@ -215,8 +215,8 @@ def _held_writer_lock(store):
 
 def _queue_reports(hemei, calls: list, *, stale_at: int | None = None):
     """Start ``calls`` (title, key) reports in threads while the lock file is held, wait
-    until the first is waiting for the lock and the others are queued behind it, then
-    release the lock; returns each call's case or exception, in order."""
+    until the first is waiting for the lock and the others are queued behind it (in
+    order), then release the lock; returns each call's case or exception, in order."""
     import fcntl
     import os
     import time
@@ -246,9 +246,12 @@ def _queue_reports(hemei, calls: list, *, stale_at: int | None = None):
             deadline = time.monotonic() + 10
             while not store._committing and time.monotonic() < deadline:
                 time.sleep(0.005)
-            rest = [pool.submit(one, i, *c) for i, c in enumerate(calls[1:], start=1)]
-            while len(store._queue) < len(rest) and time.monotonic() < deadline:
-                time.sleep(0.005)
+            rest = []
+            for i, c in enumerate(calls[1:], start=1):
+                rest.append(pool.submit(one, i, *c))
+                # One at a time, so the queue holds them in the order of ``calls``.
+                while len(store._queue) < i and time.monotonic() < deadline:
+                    time.sleep(0.002)
             assert len(store._queue) == len(rest), "the reports did not queue"
             fcntl.flock(fd, fcntl.LOCK_UN)
             return [first.result(timeout=30)] + [f.result(timeout=30) for f in rest]
@@ -311,6 +314,43 @@ def test_a_group_that_fails_to_commit_acknowledges_none_of_its_reports(hemei, mo
     assert store.list_cases()[1] == before_n and store.data_version() == before_version
     assert store.idempotent_case_id(1, "f-2") is None
     assert _report(hemei, "之后").id  # the store still works
+
+
+@pytest.mark.backends("sqlite")
+def test_a_long_queue_commits_in_several_transactions_and_each_report_gets_its_own(
+        hemei, monkeypatch):
+    """More queued reports than GROUP_MAX are written in several transactions: when a
+    later one fails, the reports an earlier one committed are acknowledged (whichever
+    thread led the group), and only the failed transaction's reports get the error."""
+    store = hemei.store
+    _report(hemei, "编译语句")
+    real = store._prepared
+    bump = real("bump", None)
+    calls = []
+
+    class FailsThirdTime:
+        def parameters(self, values):
+            return bump.parameters(values)
+
+        @property
+        def sql(self):
+            calls.append(1)
+            return bump.sql if len(calls) != 3 else "UPDATE no_such_table SET value = 1"
+
+    monkeypatch.setattr(store, "GROUP_MAX", 2)
+    monkeypatch.setattr(store, "_prepared",
+                        lambda key, build: FailsThirdTime() if key == "bump" else real(key, build))
+    before = store.list_cases()[1]
+    got = _queue_reports(hemei, [("领头", "g-0"), ("甲", "g-1"), ("乙", "g-2"), ("丙", "g-3"),
+                                 ("丁", "g-4")])
+    monkeypatch.undo()
+    # Transactions: the first writer's; the queue's first two; its last two (fails).
+    assert len(calls) == 3
+    assert all(hasattr(x, "id") for x in got[:3]), got
+    assert all(isinstance(x, sa.exc.OperationalError) for x in got[3:]), got
+    assert store.list_cases()[1] == before + 3
+    assert store.idempotent_case_id(1, "g-2") == got[2].id
+    assert store.idempotent_case_id(1, "g-3") is None
 
 
 @contextmanager
