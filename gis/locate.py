@@ -134,7 +134,10 @@ class _LayerIndex:
     """An STRtree over one layer plus its codes, ranked so ties resolve to the smallest."""
 
     def __init__(self, gdf):
-        geoms = np.asarray(gdf.geometry.values, dtype=object)
+        # Its own copies (a WKB round trip is exact): prepared here, they are used by the
+        # locator only, never by other code holding the layer's frame (see below).
+        geoms = shapely.from_wkb(shapely.to_wkb(np.asarray(gdf.geometry.values,
+                                                           dtype=object)))
         self.codes = gdf["code"].astype(str).to_numpy()
         self.names = gdf["name"].astype(str).to_numpy()
         self.parents = gdf["parent_code"].astype(object).to_numpy()
