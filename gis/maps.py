@@ -469,16 +469,15 @@ def point_map(lon: float, lat: float, title: str, *, tiles: TileConfig,
     """A small map of one case; ``areas`` (level → GeoDataFrame: its grid, its compound)
     are outlined around it, so the map says where the case is even with no base tiles
     (an intranet with ``TILES=none``)."""
-    shown = [g for g in (areas or {}).values() if g is not None and len(g)]
+    shown = {lvl: g for lvl, g in (areas or {}).items() if g is not None and len(g)}
     # The view: the case's neighbourhood, widened to take in its grid and compound.
     x0, y0, x1, y1 = lon - 0.002, lat - 0.0015, lon + 0.002, lat + 0.0015
-    for g in shown:
+    for g in shown.values():
         gx0, gy0, gx1, gy1 = g.total_bounds
         x0, y0, x1, y1 = min(x0, gx0), min(y0, gy0), max(x1, gx1), max(y1, gy1)
     m = base_map((x0, y0, x1, y1), tiles)
-    for level, gdf in (areas or {}).items():
-        if gdf is not None and len(gdf):
-            _outline_layer(m, gdf, level, locale, tiles, None)
+    for level, gdf in shown.items():
+        _outline_layer(m, gdf, level, locale, tiles, None)
     if tiles.datum == "gcj02":
         from gis.gcj02 import wgs84_to_gcj02
 

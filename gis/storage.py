@@ -203,8 +203,6 @@ _BUMP = (sa.update(meta_table).where(meta_table.c.key == "data_version")
 _KEY_CASE = sa.select(idempotency_keys.c.case_id).where(
     idempotency_keys.c.user_id == sa.bindparam("uid"),
     idempotency_keys.c.key == sa.bindparam("key"))
-_INSERT_CASE_ID = sa.insert(cases).returning(cases.c.id)
-_INSERT_EVENT_ID = sa.insert(case_events).returning(case_events.c.id)
 _ACTIVE_GRID_ID = sa.select(layer_versions.c.id).where(layer_versions.c.level == "grid",
                                                        layer_versions.c.active.is_(True))
 _ACTIVE_GRID_VERSION = _ACTIVE_GRID_ID.with_for_update(read=True)
