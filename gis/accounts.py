@@ -15,7 +15,8 @@ import base64
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 
 import sqlalchemy as sa
 
@@ -180,10 +181,30 @@ def _load_user(conn, query, params: dict) -> User | None:
 
 
 class Accounts:
-    """Accounts stored next to the cases (same database, same transactions rules)."""
+    """Accounts stored next to the cases (same database, same transactions rules).
+
+    The users of API tokens are cached per process (every API request carries a token;
+    looking it up was about a tenth of a report's cost in bench/intake.py). An entry
+    serves only while the store's accounts stamp (:meth:`CaseStore.accounts_stamp`) is
+    the one read before it was looked up, and for at most :attr:`TOKEN_CACHE_SECONDS`.
+    Every change made here moves the stamp after it commits, so a revoked token or a
+    changed grid assignment counts from the next request, in every process on the
+    machine; a change made outside Hemei (an SQL shell) counts within the TTL. Stores
+    without a stamp (PostGIS, whose workers may run on several machines) cache nothing.
+    """
+
+    #: The longest a token's user is served from the cache.
+    TOKEN_CACHE_SECONDS = 30.0
+    #: Entries kept at most (the cache is emptied when full).
+    TOKEN_CACHE_MAX = 1024
 
     def __init__(self, store):
         self.store = store
+        self._tokens: dict[str, tuple[User, object, float]] = {}
+
+    def _changed(self) -> None:
+        self._tokens.clear()
+        self.store.accounts_changed()
 
     # -- organisations --------------------------------------------------------
     def add_org(self, name: str, kind: str = "partner") -> int:
@@ -270,11 +291,13 @@ class Accounts:
             if grids:
                 conn.execute(sa.insert(user_grids),
                              [{"user_id": user_id, "grid_code": g} for g in sorted(set(grids))])
+        self._changed()
         return self.get(user_id)
 
     def set_org(self, user_id: int, org_id: int | None) -> User:
         with self.store._write() as conn:
             conn.execute(sa.update(users).where(users.c.id == user_id).values(org_id=org_id))
+        self._changed()
         return self.get(user_id)
 
     def set_password(self, user_id: int, password: str) -> None:
@@ -283,6 +306,7 @@ class Accounts:
         with self.store._write() as conn:
             conn.execute(sa.update(users).where(users.c.id == user_id)
                          .values(password_hash=hash_password(password)))
+        self._changed()
 
     def get(self, user_id: int) -> User:
         """The user ``user_id`` with their grids and organisation; ``NotFound`` if none."""
@@ -330,18 +354,33 @@ class Accounts:
         """The active user owning an unrevoked token, else None. This runs on every API
         request that carries a token: one statement, built once, run without a
         transaction around it (``store.query_rows``)."""
-        user = _user_from_rows(self.store.query_rows(_USER_BY_TOKEN,
-                                                     {"digest": _digest(token or "")}))
-        return user if user is not None and user.active else None
+        digest = _digest(token or "")
+        # Read before the look-up: a change committed after it moves the stamp past it.
+        stamp = self.store.accounts_stamp()
+        if stamp is not None:
+            hit = self._tokens.get(digest)
+            if hit is not None and hit[1] == stamp and time.monotonic() < hit[2]:
+                return replace(hit[0], grids=list(hit[0].grids))  # callers may mutate
+        user = _user_from_rows(self.store.query_rows(_USER_BY_TOKEN, {"digest": digest}))
+        if user is None or not user.active:
+            return None  # unknown tokens are not cached: a new one works at once
+        if stamp is not None:
+            if len(self._tokens) >= self.TOKEN_CACHE_MAX:
+                self._tokens.clear()
+            self._tokens[digest] = (replace(user, grids=list(user.grids)), stamp,
+                                    time.monotonic() + self.TOKEN_CACHE_SECONDS)
+        return user
 
     def revoke_token(self, prefix_or_token: str) -> int:
         """Revoke a token by its value or its 10-character prefix. Returns how many."""
         cond = (api_tokens.c.digest == _digest(prefix_or_token)
                 if len(prefix_or_token) > 12 else api_tokens.c.prefix == prefix_or_token)
         with self.store._write() as conn:
-            return conn.execute(sa.update(api_tokens).where(cond, api_tokens.c.revoked_at
-                                                            .is_(None))
-                                .values(revoked_at=utcnow())).rowcount
+            n = conn.execute(sa.update(api_tokens).where(cond, api_tokens.c.revoked_at
+                                                         .is_(None))
+                             .values(revoked_at=utcnow())).rowcount
+        self._changed()
+        return n
 
     def tokens(self, user_id: int) -> list[dict]:
         with self.store._read() as conn:

@@ -363,3 +363,7 @@ def _restore_sqlite(src: Path, target: Path) -> None:
             s.close()
     except sqlite3.Error as err:
         raise BackupError(f"restore into {target} failed: {err}") from err
+    from gis.storage import accounts_stamp_path, touch_accounts_stamp
+
+    # Users and tokens may differ now: servers on this file stop trusting cached tokens.
+    touch_accounts_stamp(accounts_stamp_path(target))

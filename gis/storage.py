@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import datetime
@@ -279,6 +279,8 @@ class CaseStore:
 
     def init_schema(self) -> None: ...
     def data_version(self) -> int: ...
+    def accounts_stamp(self) -> object | None: ...
+    def accounts_changed(self) -> None: ...
     def save_layers(self, layers: dict, source: str, *, relocate=None,
                     actor: str = "system") -> LayerSave: ...
     def load_active_layers(self) -> dict[str, gpd.GeoDataFrame]: ...
@@ -327,10 +329,10 @@ class SqlCaseStore(CaseStore):
     def _prepared(self, key: str, build: Callable[[], tuple]):
         """The :class:`gis.rawsql.Prepared` statement ``key`` for this engine's dialect,
         compiled on first use from ``build() -> (statement, column_keys)``."""
-        from gis.rawsql import Prepared
-
         p = self._prepared_cache.get(key)
         if p is None:
+            from gis.rawsql import Prepared
+
             stmt, column_keys = build()
             p = self._prepared_cache[key] = Prepared(stmt, self.engine.dialect, column_keys)
         return p
@@ -391,6 +393,17 @@ class SqlCaseStore(CaseStore):
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    # -- the accounts stamp -------------------------------------------------------
+    def accounts_stamp(self) -> object | None:
+        """A value that changes whenever users, their grids, organisations or API tokens
+        change, from any process that serves this database, cheap enough to read on
+        every request; None when the backend has none (then nothing may cache accounts:
+        :class:`gis.accounts.Accounts` looks every token up)."""
+        return None
+
+    def accounts_changed(self) -> None:
+        """Move :meth:`accounts_stamp` (after the change has committed)."""
 
     def data_version(self) -> int:
         with self._read() as conn:
@@ -883,6 +896,21 @@ def _as_sa_error(err: Exception) -> Exception:
     return err
 
 
+def accounts_stamp_path(database: str | os.PathLike) -> str:
+    """The accounts stamp file of the SQLite database file ``database``."""
+    return os.fspath(database) + ".accounts"
+
+
+def touch_accounts_stamp(stamp_path: str) -> None:
+    """Append one byte to an accounts stamp file (see :meth:`SqliteCaseStore.accounts_stamp`;
+    accounts change a few times a day, so it stays small)."""
+    fd = os.open(stamp_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b".")
+    finally:
+        os.close(fd)
+
+
 class SqliteCaseStore(SqlCaseStore):
     """The embedded default: one SQLite file, WAL, busy timeout, immediate writes.
 
@@ -923,10 +951,12 @@ class SqliteCaseStore(SqlCaseStore):
         # bench/intake.py); a blocking flock wakes the next writer the moment the lock
         # is free. The kernel drops the lock of a killed process. SQLite's own locking
         # stays the guarantee (other programs writing the file do not take this lock).
-        self._lock_path = None
+        self._lock_path = self._stamp_path = None
         path = sa.make_url(url).database
         if path and path != ":memory:" and not path.startswith("file:"):
             self._lock_path = path + ".writelock"
+            self._stamp_path = accounts_stamp_path(path)
+        self._stamp_count = 0
         self._thread_lock = threading.Lock()
         # Group commit (_insert_report): reports queued by this process's threads, and
         # whether one of them is committing a group now.
@@ -935,8 +965,29 @@ class SqliteCaseStore(SqlCaseStore):
         self._committing = False
         self._lock_fd: int | None = None
         self._lock_pid: int | None = None
+        self._group_dbc: sqlite3.Connection | None = None
+        self._group_pid: int | None = None
 
     _prepared_ok = True
+
+    def accounts_stamp(self) -> object | None:
+        """The size of the file ``<database>.accounts``: every accounts change appends a
+        byte to it (a size only grows, where two changes within one clock tick can leave
+        the modification time as it was). All processes serving a SQLite file run on its
+        machine, so a revocation by ``hemei token revoke`` or by another worker is seen
+        by the next request; one ``stat`` costs about a microsecond. In-memory databases
+        live in one process: a counter."""
+        if self._stamp_path is None:
+            return self._stamp_count
+        try:
+            return os.stat(self._stamp_path).st_size
+        except FileNotFoundError:
+            return 0
+
+    def accounts_changed(self) -> None:
+        self._stamp_count += 1
+        if self._stamp_path is not None:
+            touch_accounts_stamp(self._stamp_path)
 
     def _insert_report(self, values: dict, event: dict, idempotency: tuple[int, str] | None,
                        grid_version: int) -> tuple[int, int]:
@@ -963,14 +1014,24 @@ class SqliteCaseStore(SqlCaseStore):
             self._queue.append(report)
             while self._committing and not report.done:
                 group.wait()
-            if not report.done:
-                # This thread commits every report queued so far, its own included.
-                self._committing = True
-                batch, self._queue = self._queue, []
-        if not report.done:
+            leader = not report.done
+            if leader:
+                self._committing = True  # this thread commits the next group
+        if leader:
+            batch: list[_PendingReport] = []
             try:
-                self._commit_group(batch)
+                # The writer's turn first, then the queue: reports this process's other
+                # threads finish while another process is writing join this group
+                # instead of waiting for the next one.
+                with self._writer_turn():
+                    with group:
+                        batch, self._queue = self._queue, []
+                    self._commit_group(batch)
             except BaseException as err:
+                if not batch:  # no turn: this report (still queued) gets the error
+                    with group:
+                        self._queue.remove(report)
+                    batch = [report]
                 # The reports not committed get the error (with more than GROUP_MAX
                 # queued, earlier transactions may have committed theirs).
                 for r in batch:
@@ -990,7 +1051,8 @@ class SqliteCaseStore(SqlCaseStore):
     GROUP_MAX = 64
 
     def _commit_group(self, batch: list[_PendingReport]) -> None:
-        """Write ``batch`` in one ``BEGIN IMMEDIATE`` transaction, in the writer's turn.
+        """Write ``batch`` in one ``BEGIN IMMEDIATE`` transaction (the caller holds the
+        writer's turn).
 
         Group commit: while one thread holds the write lock (its own or another
         process's), the reports this process's other threads finish meanwhile queue up,
@@ -1013,7 +1075,7 @@ class SqliteCaseStore(SqlCaseStore):
             chunk = batch[start:start + self.GROUP_MAX]
             many = len(chunk) > 1
             outcomes: list[tuple] = []
-            with self._dbapi() as dbc, self._writer_turn():
+            with self._group_connection() as dbc:
                 cur = dbc.cursor()
                 cur.execute("BEGIN IMMEDIATE")
                 try:
@@ -1050,6 +1112,36 @@ class SqliteCaseStore(SqlCaseStore):
                     raise
             for r, (ids, err) in zip(chunk, outcomes, strict=True):
                 r.ids, r.error, r.done = ids, err, True
+
+    @contextmanager
+    def _group_connection(self):
+        """The connection group commits run on: one per process, taken from the pool
+        once and kept, and used by one thread at a time (the one committing). Its page
+        cache then survives this process's own commits (a pooled connection had
+        usually missed the last one and re-read its pages), and the report path does
+        no pool check-out at all. A driver error comes out as SQLAlchemy's wrapped
+        exception and retires the connection; a forked child makes its own."""
+        if self._group_dbc is None or self._group_pid != os.getpid():
+            fairy = self.engine.raw_connection()
+            self._group_dbc = fairy.driver_connection
+            fairy.detach()  # ours now: the pool neither hands it out nor closes it
+            self._group_pid = os.getpid()
+        dbc = self._group_dbc
+        try:
+            yield dbc
+        except sqlite3.Error as err:
+            self._close_group_connection()
+            raise sa.exc.DBAPIError.instance(None, None, err, sqlite3.Error) from err
+
+    def _close_group_connection(self) -> None:
+        dbc, self._group_dbc = self._group_dbc, None
+        if dbc is not None and self._group_pid == os.getpid():
+            with suppress(sqlite3.Error):
+                dbc.close()
+
+    def dispose(self) -> None:
+        self._close_group_connection()
+        super().dispose()
 
     def _lock_file(self) -> int:
         # One descriptor per process (flock is per open file description): reopened

@@ -121,6 +121,16 @@ class SessionInterface(SecureCookieSessionInterface):
             cached = self._serializer = (keys, super().get_signing_serializer(app))
         return cached[1]
 
+    def save_session(self, app, session, response) -> None:
+        # An empty session nobody changed (every API call with a token) has no cookie to
+        # set or delete: Flask's own answer, without first working out the cookie's
+        # seven attributes from the config on every request.
+        if not session and not session.modified:
+            if session.accessed:
+                response.vary.add("Cookie")
+            return
+        super().save_session(app, session, response)
+
 
 def init_app(app) -> None:
     """Sessions, login and CSRF for the app."""

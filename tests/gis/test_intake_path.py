@@ -214,9 +214,11 @@ def _held_writer_lock(store):
 
 
 def _queue_reports(hemei, calls: list, *, stale_at: int | None = None):
-    """Start ``calls`` (title, key) reports in threads while the lock file is held, wait
-    until the first is waiting for the lock and the others are queued behind it (in
-    order), then release the lock; returns each call's case or exception, in order."""
+    """Start ``calls`` (title, key) reports in threads while the lock file is held (as
+    another process's writer would), wait until the first is waiting for the lock (its
+    report still queued: the thread that leads a group takes the queue once it has the
+    lock) and the others are queued behind it, in order; then release the lock. Returns
+    each call's case or exception, in order."""
     import fcntl
     import os
     import time
@@ -244,15 +246,15 @@ def _queue_reports(hemei, calls: list, *, stale_at: int | None = None):
         with ThreadPoolExecutor(len(calls)) as pool:
             first = pool.submit(one, 0, *calls[0])
             deadline = time.monotonic() + 10
-            while not store._committing and time.monotonic() < deadline:
+            while not (store._committing and store._queue) and time.monotonic() < deadline:
                 time.sleep(0.005)
             rest = []
             for i, c in enumerate(calls[1:], start=1):
                 rest.append(pool.submit(one, i, *c))
                 # One at a time, so the queue holds them in the order of ``calls``.
-                while len(store._queue) < i and time.monotonic() < deadline:
+                while len(store._queue) < i + 1 and time.monotonic() < deadline:
                     time.sleep(0.002)
-            assert len(store._queue) == len(rest), "the reports did not queue"
+            assert len(store._queue) == len(calls), "the reports did not queue"
             fcntl.flock(fd, fcntl.LOCK_UN)
             return [first.result(timeout=30)] + [f.result(timeout=30) for f in rest]
     finally:
@@ -261,10 +263,11 @@ def _queue_reports(hemei, calls: list, *, stale_at: int | None = None):
 
 @pytest.mark.backends("sqlite")
 def test_reports_queued_behind_the_writer_commit_together(hemei):
-    """Group commit: reports that queue while another writer holds the lock are written
-    in one transaction. One report's own refusal (a used Idempotency-Key, a grid layer
-    that is no longer active) costs only that report; every other one is stored and
-    acknowledged with its own ids."""
+    """Group commit: reports that queue while another process's writer holds the lock
+    are written in one transaction, the first one's included (the thread that leads the
+    group takes the queue once it has the lock). One report's own refusal (a used
+    Idempotency-Key, a grid layer that is no longer active) costs only that report;
+    every other one is stored and acknowledged with its own ids."""
     from gis.storage import IdempotentReplay, StaleLayers
 
     used = _report(hemei, "早先的", key="used-key")
@@ -277,10 +280,11 @@ def test_reports_queued_behind_the_writer_commit_together(hemei):
     assert isinstance(stale, StaleLayers)
     stored = [lead, a, b, c]
     assert all(hasattr(x, "id") for x in stored), got
-    # Two transactions: the first writer's, then the queued group's.
-    assert hemei.store.data_version() == before_version + 2
+    # One transaction for all six.
+    assert hemei.store.data_version() == before_version + 1
     assert hemei.store.list_cases()[1] == before_n + 4
-    assert [a.id, b.id, c.id] == list(range(a.id, a.id + 3))  # one group, in queue order
+    ids = [lead.id, a.id, b.id, c.id]
+    assert ids == list(range(lead.id, lead.id + 4))  # one group, in queue order
     for x in stored:
         got_back = hemei.store.get_case(x.id)
         assert got_back.title == x.title and got_back.history[0]["id"] == x.history[0]["id"]
@@ -342,15 +346,15 @@ def test_a_long_queue_commits_in_several_transactions_and_each_report_gets_its_o
                         lambda key, build: FailsThirdTime() if key == "bump" else real(key, build))
     before = store.list_cases()[1]
     got = _queue_reports(hemei, [("领头", "g-0"), ("甲", "g-1"), ("乙", "g-2"), ("丙", "g-3"),
-                                 ("丁", "g-4")])
+                                 ("丁", "g-4"), ("戊", "g-5")])
     monkeypatch.undo()
-    # Transactions: the first writer's; the queue's first two; its last two (fails).
+    # Transactions of two: the first two; the next two; the last two (fails).
     assert len(calls) == 3
-    assert all(hasattr(x, "id") for x in got[:3]), got
-    assert all(isinstance(x, sa.exc.OperationalError) for x in got[3:]), got
-    assert store.list_cases()[1] == before + 3
-    assert store.idempotent_case_id(1, "g-2") == got[2].id
-    assert store.idempotent_case_id(1, "g-3") is None
+    assert all(hasattr(x, "id") for x in got[:4]), got
+    assert all(isinstance(x, sa.exc.OperationalError) for x in got[4:]), got
+    assert store.list_cases()[1] == before + 4
+    assert store.idempotent_case_id(1, "g-3") == got[3].id
+    assert store.idempotent_case_id(1, "g-4") is None
 
 
 @contextmanager
@@ -392,3 +396,48 @@ def test_without_the_idle_ping_a_dead_connection_fails_the_request(database_url,
 
 def test_other_sql_backends_keep_the_core_path():
     assert SqlCaseStore._prepared_ok is False
+
+
+@pytest.mark.backends("sqlite")
+def test_a_broken_group_connection_fails_its_report_and_is_replaced(hemei):
+    """Group commits run on one connection the store keeps: a driver error on it fails
+    that group's reports with SQLAlchemy's wrapped error, and the next report gets a new
+    connection."""
+    store = hemei.store
+    _report(hemei, "先来")
+    kept = store._group_dbc
+    assert kept is not None
+    assert _report(hemei, "再来") and store._group_dbc is kept  # kept between groups
+    kept.close()  # as a driver failure would leave it
+    with pytest.raises(sa.exc.DBAPIError):
+        _report(hemei, "坏连接")
+    after = _report(hemei, "换新")
+    assert store._group_dbc is not kept
+    assert store.get_case(after.id).title == "换新"
+
+
+@pytest.mark.backends("sqlite")
+def test_a_forked_worker_commits_on_a_connection_of_its_own(hemei):
+    """gunicorn forks its workers: a child must not use the connection its parent kept
+    (SQLite forbids carrying one across fork), and the parent's stays usable."""
+    import multiprocessing as mp
+
+    _report(hemei, "父进程")
+    parent_conn = hemei.store._group_dbc
+
+    def child(q):
+        try:
+            case = _report(hemei, "子进程")
+            q.put((case.id, hemei.store._group_dbc is not parent_conn))
+        except Exception as err:  # noqa: BLE001 - the parent reports it
+            q.put(repr(err))
+
+    q = mp.get_context("fork").Queue()
+    p = mp.get_context("fork").Process(target=child, args=(q,))
+    p.start()
+    got = q.get(timeout=60)
+    p.join(60)
+    assert isinstance(got, tuple), got
+    child_id, own = got
+    assert own and hemei.store.get_case(child_id).title == "子进程"
+    assert _report(hemei, "父进程又来") and hemei.store._group_dbc is parent_conn
