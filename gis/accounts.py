@@ -187,10 +187,12 @@ class Accounts:
     looking it up was about a tenth of a report's cost in bench/intake.py). An entry
     serves only while the store's accounts stamp (:meth:`CaseStore.accounts_stamp`) is
     the one read before it was looked up, and for at most :attr:`TOKEN_CACHE_SECONDS`.
-    Every change made here moves the stamp after it commits, so a revoked token or a
-    changed grid assignment counts from the next request, in every process on the
-    machine; a change made outside Hemei (an SQL shell) counts within the TTL. Stores
-    without a stamp (PostGIS, whose workers may run on several machines) cache nothing.
+    Every change made here moves the stamp after it commits: on SQLite a file beside the
+    database (a revoked token or a changed grid assignment counts from the next request,
+    in every process on the machine); on PostGIS a notification every worker listens for
+    (it counts within milliseconds, on every machine; while a worker's listening
+    connection is down it caches nothing). A change made outside Hemei (an SQL shell)
+    counts within the TTL.
     """
 
     #: The longest a token's user is served from the cache.

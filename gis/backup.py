@@ -324,6 +324,16 @@ def restore(url: str, in_path: str | os.PathLike, *, force: bool = False) -> dic
         libpq, env = _libpq(url)
         _run([_tool("pg_restore"), "--clean", "--if-exists", "--no-owner",
               "--single-transaction", "--dbname", libpq, str(src)], env, "pg_restore")
+        from gis import pg
+
+        # Users and tokens may differ now: workers on this database stop trusting cached
+        # tokens.
+        engine = _engine(url)
+        try:
+            with engine.begin() as conn:
+                pg.notify_accounts_changed(conn)
+        finally:
+            engine.dispose()
     return row_counts(url)
 
 

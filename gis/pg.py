@@ -19,6 +19,9 @@ the same column list on every backend.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import sqlalchemy as sa
 
 # Serialises schema set-up when several workers start at once (any constant works;
@@ -155,3 +158,74 @@ def drop_database(url: str | sa.URL) -> None:
                 f"DROP DATABASE IF EXISTS {_quote(conn, u.database)} WITH (FORCE)")
     finally:
         engine.dispose()
+
+
+# -- accounts changes, announced to every worker ---------------------------------------
+ACCOUNTS_CHANNEL = "hemei_accounts"
+
+
+def notify_accounts_changed(conn) -> None:
+    """Tell every listening worker that users, grids, organisations or tokens changed
+    (``conn``: a SQLAlchemy connection; delivered when its transaction commits)."""
+    conn.execute(sa.select(sa.func.pg_notify(ACCOUNTS_CHANNEL, "")))
+
+
+class AccountsListener:
+    """``LISTEN hemei_accounts`` on a connection of its own, in a daemon thread: the
+    accounts stamp of a PostGIS store (:meth:`gis.storage.CaseStore.accounts_stamp`).
+    Workers on several machines share no file, but they share the database, and every
+    change made through :class:`gis.accounts.Accounts` sends a notification after it
+    commits; each one received moves the stamp. It reaches the other workers within
+    milliseconds of the commit.
+
+    While the connection is down (not yet made, lost, being remade) the stamp is None and
+    nothing may be cached; every reconnection moves it too, since notifications sent
+    meanwhile are lost."""
+
+    POLL_S = 0.25  # how often the thread looks at the stop flag
+    RETRY_S = 2.0  # wait between connection attempts
+
+    def __init__(self, url: str | sa.URL):
+        self._conninfo = sa.make_url(url).set(drivername="postgresql") \
+            .render_as_string(hide_password=False)
+        self._count = 0
+        self._live = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hemei-accounts-listener",
+                                        daemon=True)
+        self._thread.start()
+
+    def stamp(self) -> int | None:
+        return self._count if self._live else None
+
+    def wait_live(self, timeout: float) -> bool:
+        """Wait until the listener is connected (tests; a worker never waits)."""
+        deadline = time.monotonic() + timeout
+        while not self._live and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self._live
+
+    def close(self) -> None:
+        """Stop listening and close the connection (waits for the thread, briefly)."""
+        self._stop.set()
+        self._thread.join(self.POLL_S * 4 + 1)
+
+    def _run(self) -> None:
+        import psycopg
+
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True,
+                                     application_name="hemei accounts listener") as conn:
+                    conn.execute(f"LISTEN {ACCOUNTS_CHANNEL}")
+                    self._count += 1  # what was cached before may have missed a change
+                    self._live = True
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=self.POLL_S):
+                            self._count += 1
+            except psycopg.Error:
+                pass  # retried below; caching is off meanwhile
+            finally:
+                self._live = False
+                self._count += 1
+            self._stop.wait(self.RETRY_S)

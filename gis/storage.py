@@ -1189,11 +1189,40 @@ class PostgisCaseStore(SqlCaseStore):
         if u.drivername == "postgresql":  # psycopg 3 is the driver we depend on
             u = u.set(drivername="postgresql+psycopg")
         super().__init__(u, **engine_kw)
+        self._listener = None
+        self._listener_pid: int | None = None
+        self._listener_lock = threading.Lock()
         if not engine_kw.get("pool_pre_ping"):
             _ping_when_idle(self.engine, self.PING_AFTER_IDLE_S)
 
     _prepared_ok = True
     PING_AFTER_IDLE_S = 2.0
+
+    def accounts_stamp(self) -> object | None:
+        """What :class:`gis.pg.AccountsListener` has heard: started on first use in each
+        process (gunicorn forks the workers; a thread does not cross a fork)."""
+        listener = self._listener
+        if listener is None or self._listener_pid != os.getpid():
+            with self._listener_lock:
+                if self._listener is None or self._listener_pid != os.getpid():
+                    from gis import pg
+
+                    self._listener = pg.AccountsListener(self.url)
+                    self._listener_pid = os.getpid()
+                listener = self._listener
+        return listener.stamp()
+
+    def accounts_changed(self) -> None:
+        from gis import pg
+
+        with self.engine.begin() as conn:
+            pg.notify_accounts_changed(conn)
+
+    def dispose(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and self._listener_pid == os.getpid():
+            listener.close()
+        super().dispose()
 
     @contextmanager
     def _dbapi(self):
