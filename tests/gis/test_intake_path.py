@@ -441,3 +441,36 @@ def test_a_forked_worker_commits_on_a_connection_of_its_own(hemei):
     child_id, own = got
     assert own and hemei.store.get_case(child_id).title == "子进程"
     assert _report(hemei, "父进程又来") and hemei.store._group_dbc is parent_conn
+
+
+@pytest.mark.backends("postgis")
+def test_postgis_reports_do_not_queue_on_one_data_version_row(hemei):
+    """A report moves one of DATA_VERSION_SLOTS rows, not the main one every write used
+    to update: while another transaction holds the main row (as a report that has not
+    committed yet did), a report still goes through; the version moves by one per
+    report, however the slots fall."""
+    import threading
+
+    from gis.storage import DATA_VERSION_SLOTS
+
+    store = hemei.store
+    _report(hemei, "编译语句")
+    before = store.data_version()
+    done = []
+    with store.engine.connect() as holder:
+        holder.execute(sa.text("SELECT value FROM meta WHERE key = 'data_version' "
+                               "FOR UPDATE"))
+        t = threading.Thread(target=lambda: done.append(_report(hemei, "不等")))
+        t.start()
+        t.join(15)
+        went_through = bool(done)
+        holder.rollback()
+    t.join(30)
+    assert went_through, "the report waited for the transaction holding the main row"
+    for i in range(3 * DATA_VERSION_SLOTS):
+        _report(hemei, f"第{i}个")
+    assert store.data_version() == before + 1 + 3 * DATA_VERSION_SLOTS
+    with store.engine.connect() as conn:
+        keys = conn.execute(sa.text("SELECT key FROM meta WHERE key LIKE 'data_version%'"))
+        keys = set(keys.scalars())
+    assert "data_version" in keys and len(keys) <= DATA_VERSION_SLOTS + 1
