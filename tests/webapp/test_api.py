@@ -203,3 +203,18 @@ def test_unknown_api_route_is_json_404(client):
     r = client.get("/api/v1/nothing-here")
     assert r.status_code == 404
     assert "error" in r.get_json()
+
+
+def test_a_reports_location_is_the_cases_url_under_a_mount_point_too(app, client):
+    """Behind a proxy that mounts the app under a path (SCRIPT_NAME), the Location of a
+    new case is still its URL, as url_for builds it."""
+    from flask import url_for
+
+    r = client.post("/api/v1/issues", base_url="http://localhost/hemei", json={
+        "category": "street_light", "lon": INSIDE[0], "lat": INSIDE[1],
+        "description": "挂载路径"})
+    assert r.status_code == 201, r.get_json()
+    case_id = r.get_json()["id"]
+    with app.test_request_context("/", base_url="http://localhost/hemei"):
+        assert r.headers["Location"] == url_for("api.get_issue", case_id=case_id)
+    assert r.headers["Location"] == f"/hemei/api/v1/issues/{case_id}"
