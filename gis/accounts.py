@@ -354,8 +354,9 @@ class Accounts:
 
     def user_for_token(self, token: str) -> User | None:
         """The active user owning an unrevoked token, else None. This runs on every API
-        request that carries a token: one statement, built once, run without a
-        transaction around it (``store.query_rows``)."""
+        request that carries a token: from the cache (see the class) or by one
+        statement, built once, run without a transaction around it
+        (``store.query_rows``)."""
         digest = _digest(token or "")
         # Read before the look-up: a change committed after it moves the stamp past it.
         stamp = self.store.accounts_stamp()

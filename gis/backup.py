@@ -324,16 +324,9 @@ def restore(url: str, in_path: str | os.PathLike, *, force: bool = False) -> dic
         libpq, env = _libpq(url)
         _run([_tool("pg_restore"), "--clean", "--if-exists", "--no-owner",
               "--single-transaction", "--dbname", libpq, str(src)], env, "pg_restore")
-        from gis import pg
+    from gis.storage import announce_accounts_changed
 
-        # Users and tokens may differ now: workers on this database stop trusting cached
-        # tokens.
-        engine = _engine(url)
-        try:
-            with engine.begin() as conn:
-                pg.notify_accounts_changed(conn)
-        finally:
-            engine.dispose()
+    announce_accounts_changed(url)  # users and tokens may differ now
     return row_counts(url)
 
 
@@ -373,7 +366,4 @@ def _restore_sqlite(src: Path, target: Path) -> None:
             s.close()
     except sqlite3.Error as err:
         raise BackupError(f"restore into {target} failed: {err}") from err
-    from gis.storage import accounts_stamp_path, touch_accounts_stamp
 
-    # Users and tokens may differ now: servers on this file stop trusting cached tokens.
-    touch_accounts_stamp(accounts_stamp_path(target))

@@ -40,6 +40,7 @@ except ImportError:  # Windows: SQLite's busy handler alone
 
 from gis.cases import OPEN_STATUSES, Case, NewCase, check_transition, utcnow
 from gis.errors import Conflict, InvalidInput, NotFound
+from gis.process import pid
 
 metadata = sa.MetaData()
 
@@ -916,23 +917,30 @@ def _as_sa_error(err: Exception) -> Exception:
     return err
 
 
-# This process's id, kept up to date across forks: the per-process state below
-# (connections, lock-file descriptors, listener threads) is checked on every report, and
-# getpid is a system call.
-_pid = os.getpid()
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
 def accounts_stamp_path(database: str | os.PathLike) -> str:
     """The accounts stamp file of the SQLite database file ``database``."""
     return os.fspath(database) + ".accounts"
+
+
+def announce_accounts_changed(url: str) -> None:
+    """Tell the servers on the database ``url`` that users, grids or tokens changed
+    behind their stores' backs (a restore, a copy into it): they stop trusting cached
+    tokens. SQLite: the stamp file; PostgreSQL: ``NOTIFY``."""
+    u = sa.make_url(url)
+    if u.get_backend_name() == "sqlite":
+        if u.database and u.database != ":memory:":
+            touch_accounts_stamp(accounts_stamp_path(u.database))
+        return
+    from gis import pg
+
+    if u.drivername == "postgresql":
+        u = u.set(drivername="postgresql+psycopg")
+    engine = sa.create_engine(u, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            pg.notify_accounts_changed(conn)
+    finally:
+        engine.dispose()
 
 
 def touch_accounts_stamp(stamp_path: str) -> None:
@@ -1155,11 +1163,11 @@ class SqliteCaseStore(SqlCaseStore):
         usually missed the last one and re-read its pages), and the report path does
         no pool check-out at all. A driver error comes out as SQLAlchemy's wrapped
         exception and retires the connection; a forked child makes its own."""
-        if self._group_dbc is None or self._group_pid != _pid:
+        if self._group_dbc is None or self._group_pid != pid():
             fairy = self.engine.raw_connection()
             self._group_dbc = fairy.driver_connection
             fairy.detach()  # ours now: the pool neither hands it out nor closes it
-            self._group_pid = _pid
+            self._group_pid = pid()
         dbc = self._group_dbc
         try:
             yield dbc
@@ -1169,7 +1177,7 @@ class SqliteCaseStore(SqlCaseStore):
 
     def _close_group_connection(self) -> None:
         dbc, self._group_dbc = self._group_dbc, None
-        if dbc is not None and self._group_pid == _pid:
+        if dbc is not None and self._group_pid == pid():
             with suppress(sqlite3.Error):
                 dbc.close()
 
@@ -1180,9 +1188,9 @@ class SqliteCaseStore(SqlCaseStore):
     def _lock_file(self) -> int:
         # One descriptor per process (flock is per open file description): reopened
         # after a fork, so gunicorn workers forked from a preloaded app do not share it.
-        if self._lock_fd is None or self._lock_pid != _pid:
+        if self._lock_fd is None or self._lock_pid != pid():
             self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._lock_pid = _pid
+            self._lock_pid = pid()
         return self._lock_fd
 
     @contextmanager
@@ -1236,13 +1244,13 @@ class PostgisCaseStore(SqlCaseStore):
         """What :class:`gis.pg.AccountsListener` has heard: started on first use in each
         process (gunicorn forks the workers; a thread does not cross a fork)."""
         listener = self._listener
-        if listener is None or self._listener_pid != _pid:
+        if listener is None or self._listener_pid != pid():
             with self._listener_lock:
-                if self._listener is None or self._listener_pid != _pid:
+                if self._listener is None or self._listener_pid != pid():
                     from gis import pg
 
                     self._listener = pg.AccountsListener(self.url)
-                    self._listener_pid = _pid
+                    self._listener_pid = pid()
                 listener = self._listener
         return listener.stamp()
 
@@ -1254,7 +1262,7 @@ class PostgisCaseStore(SqlCaseStore):
 
     def dispose(self) -> None:
         listener, self._listener = self._listener, None
-        if listener is not None and self._listener_pid == _pid:
+        if listener is not None and self._listener_pid == pid():
             listener.close()
         super().dispose()
 

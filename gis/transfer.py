@@ -87,6 +87,9 @@ def migrate_store(src_url: str, dst_url: str, *, force: bool = False,
                             f"{_first_line(err.orig)}") from err
     finally:
         src.dispose()
+    from gis.storage import announce_accounts_changed
+
+    announce_accounts_changed(dst_url)  # a server on the target: users and tokens changed
     return expected
 
 

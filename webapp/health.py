@@ -22,6 +22,8 @@ import orjson
 import sqlalchemy as sa
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 
+from gis.process import pid
+
 bp = Blueprint("health", __name__)
 
 _TRUE = ("1", "true", "yes", "on")
@@ -90,23 +92,10 @@ def _start_timer() -> None:
     g._hemei_t0 = time.perf_counter()
 
 
-# The process id, kept (getpid is a system call, and the line is written per request);
-# gunicorn forks the workers after this module is imported.
-_pid = os.getpid()
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
 def _log_request(resp):
     t0 = g.pop("_hemei_t0", None)
     ms = round((time.perf_counter() - t0) * 1000, 2) if t0 is not None else None
-    record = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": _pid,
+    record = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": pid(),
               "method": request.method, "path": request.path,
               "status": resp.status_code, "duration_ms": ms}
     try:

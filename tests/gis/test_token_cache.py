@@ -148,3 +148,19 @@ def test_a_restore_under_a_running_server_empties_its_token_cache(hemei, tmp_pat
     assert hemei.accounts.user_for_token(token).id == user.id  # cached now
     backup.restore(_url(hemei), out, force=True)
     assert _soon(lambda: hemei.accounts.user_for_token(token) is None)
+
+
+@pytest.mark.backends("sqlite")
+def test_a_store_copied_over_a_running_server_empties_its_token_cache(hemei, tmp_path):
+    """``hemei migrate-store --force`` into the database a server runs on replaces its
+    users and tokens as a restore does."""
+    from gis import backup
+    from gis.transfer import migrate_store
+
+    copy = tmp_path / "copy.sqlite3"
+    backup.backup(_url(hemei), copy)
+    user = hemei.accounts.add_user("复制后", "planner", password="pw-123456789")
+    token = hemei.accounts.create_token(user.id)
+    assert hemei.accounts.user_for_token(token).id == user.id  # cached now
+    migrate_store(f"sqlite:///{copy}", _url(hemei), force=True)
+    assert hemei.accounts.user_for_token(token) is None
