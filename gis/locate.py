@@ -53,9 +53,10 @@ class _CellIndex:
     """
 
     def __init__(self, geoms: np.ndarray, rank: np.ndarray, tree: shapely.STRtree,
-                 cells_per_feature: int = 48,
+                 geos_lock: threading.Lock, cells_per_feature: int = 48,
                  max_cells: int = 1 << 20):
         self.geoms, self.rank = geoms, rank
+        self._geos = geos_lock  # held around every test on the shared prepared polygons
         x0, y0, x1, y1 = shapely.total_bounds(geoms)
         w, h = max(x1 - x0, 1e-9), max(y1 - y0, 1e-9)
         target = int(min(max_cells, max(256, cells_per_feature * len(geoms))))
@@ -93,9 +94,10 @@ class _CellIndex:
         owner = self.owner.item(cell)
         if owner >= 0:
             return owner
-        for g in self.cand[self.start.item(cell):self.start.item(cell + 1)].tolist():
-            if shapely.intersects_xy(self.geoms[g], x, y):
-                return g
+        with self._geos:
+            for g in self.cand[self.start.item(cell):self.start.item(cell + 1)].tolist():
+                if shapely.intersects_xy(self.geoms[g], x, y):
+                    return g
         return -1
 
     def lookup(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -122,7 +124,8 @@ class _CellIndex:
         k = 0
         while len(pts):
             g = self.cand[self.start[cell] + k]
-            hit = shapely.intersects_xy(self.geoms[g], x[pts], y[pts])
+            with self._geos:
+                hit = shapely.intersects_xy(self.geoms[g], x[pts], y[pts])
             out[pts[hit]] = g[hit]
             k += 1
             more = ~hit & (counts > k)
@@ -156,6 +159,14 @@ class _LayerIndex:
         self.rank = np.argsort(np.argsort(self.codes, kind="stable"), kind="stable")
         self._cells: _CellIndex | None = None
         self._build_lock = threading.Lock()
+        # GEOS keeps parts of a prepared polygon's state lazily, built on first need by
+        # whichever call needs it and unguarded (point-in-area locators, the indexes of
+        # other predicates, per part of a multipolygon), and shapely lets go of the GIL
+        # during a call: two threads testing the same prepared polygons at once crashed
+        # a worker now and then ("free(): invalid pointer", SIGSEGV) even with the point
+        # index built above. Every test on these polygons holds this lock; the common
+        # single point in an interior lattice cell makes no GEOS call and takes no lock.
+        self._geos_lock = threading.Lock()
         self._single = 0  # single-point look-ups answered without the lattice
 
     # Batches at least this large use (and build, once) the cell index.
@@ -169,7 +180,9 @@ class _LayerIndex:
         if self._cells is None:
             with self._build_lock:
                 if self._cells is None:
-                    self._cells = _CellIndex(self.geoms, self.rank, self.tree)
+                    with self._geos_lock:
+                        self._cells = _CellIndex(self.geoms, self.rank, self.tree,
+                                                 self._geos_lock)
         return self._cells
 
     def lookup_many(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -188,7 +201,8 @@ class _LayerIndex:
         p_idx, g_idx = self.tree.query(points)
         if len(p_idx) == 0:
             return out
-        hit = shapely.intersects_xy(self.geoms[g_idx], x[p_idx], y[p_idx])
+        with self._geos_lock:
+            hit = shapely.intersects_xy(self.geoms[g_idx], x[p_idx], y[p_idx])
         p_idx, g_idx = p_idx[hit], g_idx[hit]
         # Sort by point, then by code rank, and keep the first per point (edge rule).
         order = np.lexsort((self.rank[g_idx], p_idx))
@@ -213,11 +227,12 @@ class _LayerIndex:
             return cells.lookup_one(x, y)
         cand = self.tree.query(shapely.Point(x, y))
         best = -1
-        for i in cand:
-            if shapely.intersects_xy(self.geoms[i], x, y) and (
-                best < 0 or self.rank[i] < self.rank[best]
-            ):
-                best = i
+        with self._geos_lock:
+            for i in cand:
+                if shapely.intersects_xy(self.geoms[i], x, y) and (
+                    best < 0 or self.rank[i] < self.rank[best]
+                ):
+                    best = i
         return best
 
 
