@@ -146,26 +146,18 @@ class _LayerIndex:
         self.parents = gdf["parent_code"].astype(object).to_numpy()
         self.geoms = geoms
         shapely.prepare(geoms)
-        if len(geoms):
-            # A prepared polygon builds its point-in-area index on first use, and GEOS does
-            # that unguarded: two threads locating their first points at once (shapely
-            # lets go of the GIL) could build it together and crash the process. Build
-            # every one now, in the one thread that makes the locator, by testing a point
-            # inside each bounding box (a point outside it never reaches the index).
-            x0, y0, x1, y1 = shapely.bounds(geoms).T
-            shapely.intersects_xy(geoms, (x0 + x1) / 2, (y0 + y1) / 2)
         self.tree = shapely.STRtree(geoms)
         # rank[i] is the position of feature i in code order: the tie-break key.
         self.rank = np.argsort(np.argsort(self.codes, kind="stable"), kind="stable")
         self._cells: _CellIndex | None = None
-        self._build_lock = threading.Lock()
-        # GEOS keeps parts of a prepared polygon's state lazily, built on first need by
+        # GEOS builds parts of a prepared polygon's state lazily, on first need by
         # whichever call needs it and unguarded (point-in-area locators, the indexes of
         # other predicates, per part of a multipolygon), and shapely lets go of the GIL
         # during a call: two threads testing the same prepared polygons at once crashed
-        # a worker now and then ("free(): invalid pointer", SIGSEGV) even with the point
-        # index built above. Every test on these polygons holds this lock; the common
-        # single point in an interior lattice cell makes no GEOS call and takes no lock.
+        # a worker now and then (SIGSEGV; "free(): invalid pointer" even with the point
+        # indexes built up front). Every test on these polygons, and the lattice's build,
+        # holds this lock; the common single point in an interior lattice cell makes no
+        # GEOS call and takes no lock.
         self._geos_lock = threading.Lock()
         self._single = 0  # single-point look-ups answered without the lattice
 
@@ -175,14 +167,13 @@ class _LayerIndex:
     def cell_index(self) -> _CellIndex:
         """The lattice shortcut, built on first use (it costs about as much as locating
         a few hundred thousand points, so small batches and a few single points skip it).
-        Built by one thread only: building tests the prepared polygons' containment,
-        whose GEOS index is also built lazily and unguarded (see ``__init__``)."""
+        Built by one thread only, under the GEOS lock: building tests the prepared
+        polygons' containment (see ``__init__``)."""
         if self._cells is None:
-            with self._build_lock:
+            with self._geos_lock:
                 if self._cells is None:
-                    with self._geos_lock:
-                        self._cells = _CellIndex(self.geoms, self.rank, self.tree,
-                                                 self._geos_lock)
+                    self._cells = _CellIndex(self.geoms, self.rank, self.tree,
+                                             self._geos_lock)
         return self._cells
 
     def lookup_many(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
