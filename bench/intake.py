@@ -21,9 +21,11 @@ warm-up round of 30 reports per worker thread (Hemei loads its layers lazily, on
 worker). The reports are posted in ``--rounds`` (default 3) rounds, alternating between
 the servers and which goes first, so a machine that slows down or speeds up meanwhile
 weighs on both alike. Printed per server and round: throughput (reports/s, over the wall time of the
-round), latency p50/p99 (as the clients see it), and the statuses; per round the ratio
-Hemei / minimal; then the median ratio. Target: Hemei ≥ 0.5 × the minimal endpoint's
-throughput.
+round), latency p50/p99 (as the clients see it), the statuses, and the CPU time the
+server's worker processes spent per report (Linux); per round the ratio Hemei /
+minimal; then the median ratio. Target: Hemei ≥ 0.5 × the minimal endpoint's
+throughput. The CPU per report barely moves with what else the machine does, where
+throughput swings by a quarter between rounds: it says where a change helped.
 
 Timings depend on what else the machine runs (clients and servers share its cores): the
 load average is printed first and last.
@@ -258,10 +260,26 @@ def drive(port: int, path: str, token: str, pts: np.ndarray, clients: int, run: 
             "p99": float(np.percentile(lat, 99)) * 1000, "statuses": statuses}
 
 
+def server_cpu(proc: subprocess.Popen) -> float | None:
+    """CPU seconds (user + system) the server's worker processes have used so far, from
+    /proc (None where there is none): a figure that, unlike throughput, barely moves
+    with what else the machine runs."""
+    try:
+        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        total = 0
+        for kid in kids:
+            fields = Path(f"/proc/{kid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    except OSError:
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def show(label: str, r: dict) -> None:
     codes = ", ".join(f"{k}: {v:,}" for k, v in sorted(r["statuses"].items()))
+    cpu = f"; {r['cpu_ms']:.2f} ms CPU a report" if r.get("cpu_ms") is not None else ""
     print(f"{label:<9} {r['n']:,} reports in {r['wall']:6.2f} s  {r['rate']:8.1f} reports/s  "
-          f"p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  ({codes})")
+          f"p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  ({codes}){cpu}")
 
 
 def main() -> None:
@@ -349,9 +367,9 @@ def main() -> None:
             log.close()
             procs.append(proc)
             wait_until_up(port, probe, proc)
-            servers[name] = (port, path)
+            servers[name] = (port, path, proc)
         for i, name in enumerate(("minimal", "hemei")):
-            port, path = servers[name]
+            port, path, _ = servers[name]
             drive(port, path, token, pts[i * warm_n:(i + 1) * warm_n], args.clients,
                   secrets.token_hex(4) + "w")
         ratios, results = [], {"minimal": [], "hemei": []}
@@ -361,14 +379,18 @@ def main() -> None:
             order = ("minimal", "hemei") if rnd % 2 == 0 else ("hemei", "minimal")
             got = {}
             for name in order:
-                port, path = servers[name]
+                port, path, proc = servers[name]
                 # SQLite commits the reports queued in a worker together (group commit).
                 commits = (write_count(inst, hemei_url)
                            if name == "hemei" and args.backend == "sqlite" else None)
                 lo = 2 * warm_n + rnd * args.reports // args.rounds
                 hi = 2 * warm_n + (rnd + 1) * args.reports // args.rounds
+                cpu0 = server_cpu(proc)
                 r = got[name] = drive(port, path, token, pts[lo:hi], args.clients,
                                       secrets.token_hex(4))
+                cpu1 = server_cpu(proc)
+                r["cpu_ms"] = (None if cpu0 is None or cpu1 is None
+                               else (cpu1 - cpu0) / r["n"] * 1000)
                 results[name].append(r)
                 show(f"{name} {rnd + 1}", r)
                 if commits is not None:
@@ -398,6 +420,14 @@ def main() -> None:
               f"{med['minimal']['rate']:.0f}/s; latency ratio Hemei / minimal: p50 "
               f"{med['hemei']['p50'] / med['minimal']['p50']:.2f}x, p99 "
               f"{med['hemei']['p99'] / med['minimal']['p99']:.2f}x")
+        cpu = {name: [r["cpu_ms"] for r in rs if r.get("cpu_ms") is not None]
+               for name, rs in results.items()}
+        if cpu["hemei"] and cpu["minimal"]:
+            h, m = float(np.median(cpu["hemei"])), float(np.median(cpu["minimal"]))
+            print(f"server CPU a report (the worker processes"
+                  f"{'; PostgreSQL’s own not counted' if args.backend == 'postgis' else ''}"
+                  f"), median: Hemei {h:.2f} ms, minimal {m:.2f} ms; minimal / Hemei "
+                  f"{m / h:.2f}x")
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         for proc in procs:
