@@ -389,7 +389,9 @@ def main() -> None:
                 r = got[name] = drive(port, path, token, pts[lo:hi], args.clients,
                                       secrets.token_hex(4))
                 cpu1 = server_cpu(proc)
-                r["cpu_ms"] = (None if cpu0 is None or cpu1 is None
+                # None if it cannot be told (no /proc; or a worker died and was replaced
+                # meanwhile, taking its CPU time with it: the dead are reported below).
+                r["cpu_ms"] = (None if cpu0 is None or cpu1 is None or cpu1 < cpu0
                                else (cpu1 - cpu0) / r["n"] * 1000)
                 results[name].append(r)
                 show(f"{name} {rnd + 1}", r)
