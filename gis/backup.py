@@ -87,9 +87,10 @@ def _libpq(url: str) -> tuple[str, dict[str, str]]:
 def _engine(url: str) -> sa.Engine:
     u = sa.make_url(url)
     if u.get_backend_name() == "postgresql":
-        if u.drivername == "postgresql":
-            u = u.set(drivername="postgresql+psycopg")
-        return sa.create_engine(u, poolclass=NullPool, isolation_level="REPEATABLE READ")
+        from gis.pg import psycopg_url
+
+        return sa.create_engine(psycopg_url(u), poolclass=NullPool,
+                                isolation_level="REPEATABLE READ")
     engine = sa.create_engine(u, poolclass=NullPool)
 
     # One read transaction over every table (pysqlite would run each SELECT on its own).
@@ -366,4 +367,3 @@ def _restore_sqlite(src: Path, target: Path) -> None:
             s.close()
     except sqlite3.Error as err:
         raise BackupError(f"restore into {target} failed: {err}") from err
-

@@ -160,6 +160,13 @@ def drop_database(url: str | sa.URL) -> None:
         engine.dispose()
 
 
+def psycopg_url(url: str | sa.URL) -> sa.URL:
+    """``url`` with psycopg 3 as the driver when it names none (``postgresql://…``): the
+    driver Hemei depends on, where SQLAlchemy would pick psycopg2."""
+    u = sa.make_url(url)
+    return u.set(drivername="postgresql+psycopg") if u.drivername == "postgresql" else u
+
+
 # -- accounts changes, announced to every worker ---------------------------------------
 ACCOUNTS_CHANNEL = "hemei_accounts"
 

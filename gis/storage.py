@@ -933,9 +933,7 @@ def announce_accounts_changed(url: str) -> None:
         return
     from gis import pg
 
-    if u.drivername == "postgresql":
-        u = u.set(drivername="postgresql+psycopg")
-    engine = sa.create_engine(u, poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(pg.psycopg_url(u), poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
             pg.notify_accounts_changed(conn)
@@ -1227,10 +1225,9 @@ class PostgisCaseStore(SqlCaseStore):
     """
 
     def __init__(self, url: str | sa.URL, **engine_kw):
-        u = sa.make_url(url)
-        if u.drivername == "postgresql":  # psycopg 3 is the driver we depend on
-            u = u.set(drivername="postgresql+psycopg")
-        super().__init__(u, **engine_kw)
+        from gis import pg
+
+        super().__init__(pg.psycopg_url(url), **engine_kw)
         self._listener = None
         self._listener_pid: int | None = None
         self._listener_lock = threading.Lock()
