@@ -40,7 +40,7 @@ except ImportError:  # Windows: SQLite's busy handler alone
 
 from gis.cases import OPEN_STATUSES, Case, NewCase, check_transition, utcnow
 from gis.errors import Conflict, InvalidInput, NotFound
-from gis.process import pid
+from gis.process import PerProcess
 
 metadata = sa.MetaData()
 
@@ -1003,10 +1003,11 @@ class SqliteCaseStore(SqlCaseStore):
         self._group = threading.Condition(threading.Lock())
         self._queue: list[_PendingReport] = []
         self._committing = False
-        self._lock_fd: int | None = None
-        self._lock_pid: int | None = None
-        self._group_dbc: sqlite3.Connection | None = None
-        self._group_pid: int | None = None
+        # One descriptor per process (flock is per open file description), so gunicorn
+        # workers forked from a preloaded app do not share it.
+        self._lock_fd = PerProcess(
+            lambda: os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600))
+        self._group_conn = PerProcess(self._detached_connection)
 
     _prepared_ok = True
 
@@ -1161,35 +1162,28 @@ class SqliteCaseStore(SqlCaseStore):
         usually missed the last one and re-read its pages), and the report path does
         no pool check-out at all. A driver error comes out as SQLAlchemy's wrapped
         exception and retires the connection; a forked child makes its own."""
-        if self._group_dbc is None or self._group_pid != pid():
-            fairy = self.engine.raw_connection()
-            self._group_dbc = fairy.driver_connection
-            fairy.detach()  # ours now: the pool neither hands it out nor closes it
-            self._group_pid = pid()
-        dbc = self._group_dbc
+        dbc = self._group_conn.get()
         try:
             yield dbc
         except sqlite3.Error as err:
             self._close_group_connection()
             raise sa.exc.DBAPIError.instance(None, None, err, sqlite3.Error) from err
 
+    def _detached_connection(self) -> sqlite3.Connection:
+        fairy = self.engine.raw_connection()
+        dbc = fairy.driver_connection
+        fairy.detach()  # ours now: the pool neither hands it out nor closes it
+        return dbc
+
     def _close_group_connection(self) -> None:
-        dbc, self._group_dbc = self._group_dbc, None
-        if dbc is not None and self._group_pid == pid():
+        dbc = self._group_conn.take()
+        if dbc is not None:
             with suppress(sqlite3.Error):
                 dbc.close()
 
     def dispose(self) -> None:
         self._close_group_connection()
         super().dispose()
-
-    def _lock_file(self) -> int:
-        # One descriptor per process (flock is per open file description): reopened
-        # after a fork, so gunicorn workers forked from a preloaded app do not share it.
-        if self._lock_fd is None or self._lock_pid != pid():
-            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._lock_pid = pid()
-        return self._lock_fd
 
     @contextmanager
     def _writer_turn(self):
@@ -1198,7 +1192,7 @@ class SqliteCaseStore(SqlCaseStore):
             yield
             return
         with self._thread_lock:
-            fd = self._lock_file()
+            fd = self._lock_fd.get()
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 yield
@@ -1228,9 +1222,8 @@ class PostgisCaseStore(SqlCaseStore):
         from gis import pg
 
         super().__init__(pg.psycopg_url(url), **engine_kw)
-        self._listener = None
-        self._listener_pid: int | None = None
-        self._listener_lock = threading.Lock()
+        # Started on first use in each process (a thread does not cross a fork).
+        self._listener = PerProcess(lambda: pg.AccountsListener(self.url))
         if not engine_kw.get("pool_pre_ping"):
             _ping_when_idle(self.engine, self.PING_AFTER_IDLE_S)
 
@@ -1238,18 +1231,8 @@ class PostgisCaseStore(SqlCaseStore):
     PING_AFTER_IDLE_S = 2.0
 
     def accounts_stamp(self) -> object | None:
-        """What :class:`gis.pg.AccountsListener` has heard: started on first use in each
-        process (gunicorn forks the workers; a thread does not cross a fork)."""
-        listener = self._listener
-        if listener is None or self._listener_pid != pid():
-            with self._listener_lock:
-                if self._listener is None or self._listener_pid != pid():
-                    from gis import pg
-
-                    self._listener = pg.AccountsListener(self.url)
-                    self._listener_pid = pid()
-                listener = self._listener
-        return listener.stamp()
+        """What this process's :class:`gis.pg.AccountsListener` has heard."""
+        return self._listener.get().stamp()
 
     def accounts_changed(self) -> None:
         from gis import pg
@@ -1258,8 +1241,8 @@ class PostgisCaseStore(SqlCaseStore):
             pg.notify_accounts_changed(conn)
 
     def dispose(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None and self._listener_pid == pid():
+        listener = self._listener.take()
+        if listener is not None:
             listener.close()
         super().dispose()
 

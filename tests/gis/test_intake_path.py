@@ -405,14 +405,14 @@ def test_a_broken_group_connection_fails_its_report_and_is_replaced(hemei):
     connection."""
     store = hemei.store
     _report(hemei, "先来")
-    kept = store._group_dbc
+    kept = store._group_conn.peek()
     assert kept is not None
-    assert _report(hemei, "再来") and store._group_dbc is kept  # kept between groups
+    assert _report(hemei, "再来") and store._group_conn.peek() is kept  # kept between groups
     kept.close()  # as a driver failure would leave it
     with pytest.raises(sa.exc.DBAPIError):
         _report(hemei, "坏连接")
     after = _report(hemei, "换新")
-    assert store._group_dbc is not kept
+    assert store._group_conn.peek() is not kept
     assert store.get_case(after.id).title == "换新"
 
 
@@ -423,12 +423,12 @@ def test_a_forked_worker_commits_on_a_connection_of_its_own(hemei):
     import multiprocessing as mp
 
     _report(hemei, "父进程")
-    parent_conn = hemei.store._group_dbc
+    parent_conn = hemei.store._group_conn.peek()
 
     def child(q):
         try:
             case = _report(hemei, "子进程")
-            q.put((case.id, hemei.store._group_dbc is not parent_conn))
+            q.put((case.id, hemei.store._group_conn.peek() is not parent_conn))
         except Exception as err:  # noqa: BLE001 - the parent reports it
             q.put(repr(err))
 
@@ -440,7 +440,7 @@ def test_a_forked_worker_commits_on_a_connection_of_its_own(hemei):
     assert isinstance(got, tuple), got
     child_id, own = got
     assert own and hemei.store.get_case(child_id).title == "子进程"
-    assert _report(hemei, "父进程又来") and hemei.store._group_dbc is parent_conn
+    assert _report(hemei, "父进程又来") and hemei.store._group_conn.peek() is parent_conn
 
 
 @pytest.mark.backends("postgis")

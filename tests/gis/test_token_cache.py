@@ -62,7 +62,7 @@ def test_a_token_revoked_elsewhere_is_refused_on_the_next_request(hemei, elsewhe
     user, token = worker
     if backend == "postgis":
         hemei.store.accounts_stamp()
-        assert hemei.store._listener.wait_live(10)
+        assert hemei.store._listener.peek().wait_live(10)
     assert hemei.accounts.user_for_token(token).id == user.id
     assert hemei.accounts.user_for_token(token).id == user.id  # cached
     assert elsewhere.revoke_token(token) == 1
@@ -108,7 +108,7 @@ def test_postgis_caches_only_while_it_listens_for_changes(hemei, worker, monkeyp
     monkeypatch.setattr(pg.AccountsListener, "RETRY_S", 0.2)
     user, token = worker
     hemei.store.accounts_stamp()  # starts the listener
-    assert hemei.store._listener.wait_live(10)
+    assert hemei.store._listener.peek().wait_live(10)
     assert hemei.accounts.user_for_token(token).id == user.id
     _revoke_behind_hemei(hemei, token)  # no notification: the cache answers
     assert hemei.accounts.user_for_token(token).id == user.id
@@ -122,7 +122,7 @@ def test_postgis_caches_only_while_it_listens_for_changes(hemei, worker, monkeyp
     while hemei.store.accounts_stamp() is not None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert hemei.accounts.user_for_token(token) is None
-    assert hemei.store._listener.wait_live(10)
+    assert hemei.store._listener.peek().wait_live(10)
     assert hemei.accounts.user_for_token(token) is None
 
 
@@ -140,7 +140,7 @@ def test_a_restore_under_a_running_server_empties_its_token_cache(hemei, tmp_pat
 
     if backend == "postgis":
         hemei.store.accounts_stamp()
-        assert hemei.store._listener.wait_live(10)
+        assert hemei.store._listener.peek().wait_live(10)
     out = tmp_path / "before.backup"
     backup.backup(_url(hemei), out)
     user = hemei.accounts.add_user("备份后", "planner", password="pw-123456789")
