@@ -443,6 +443,149 @@ def test_a_forked_worker_commits_on_a_connection_of_its_own(hemei):
     assert _report(hemei, "父进程又来") and hemei.store._group_conn.peek() is parent_conn
 
 
+def _wait_for(cond, what: str, timeout: float = 30.0) -> None:
+    """Wait for the checkpoint thread to get there (a condition, not a timing)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.01)
+
+
+def _rows_in_database_file(store) -> int:
+    """The cases the database file itself holds, its WAL left out: what checkpoints have
+    copied back (a copy of the file alone opens as the database minus the WAL)."""
+    import shutil
+    import sqlite3
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "alone.sqlite3"
+        shutil.copyfile(sa.make_url(store.url).database, copy)
+        con = sqlite3.connect(copy)
+        try:
+            return con.execute("SELECT count(*) FROM cases").fetchone()[0]
+        finally:
+            con.close()
+
+
+def _reports_to_the_next_checkpoint(hemei, prefix: str) -> None:
+    """Just enough reports to wake the checkpoint thread (the last one does)."""
+    for i in range(hemei.store.CHECKPOINT_EVERY - hemei.store._writes):
+        _report(hemei, f"{prefix}{i}")
+
+
+@pytest.mark.backends("sqlite")
+def test_checkpoints_run_on_their_own_thread_not_in_a_reports_commit(hemei):
+    """A report's COMMIT does not copy the WAL back (SQLite's own checkpoint is only a
+    backstop, far above what a few reports write); every CHECKPOINT_EVERY write
+    transactions the process's checkpoint thread does, and the database file then
+    holds the reports without its WAL."""
+    import sqlite3
+
+    store = hemei.store
+    every = store.CHECKPOINT_EVERY
+    _report(hemei, "起步")
+    con = sqlite3.connect(sa.make_url(store.url).database)
+    assert con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0] == 0
+    con.close()
+    n_file = _rows_in_database_file(store)
+    assert (store._group_conn.peek().execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+            == store.BACKSTOP_PAGES)
+    runs = getattr(store._checkpointer.peek(), "runs", 0)
+    for i in range(every - 1 - store._writes):
+        _report(hemei, f"未到{i}")
+    # Fewer than CHECKPOINT_EVERY transactions since: the reports are in the WAL only.
+    assert _rows_in_database_file(store) == n_file
+    assert getattr(store._checkpointer.peek(), "runs", 0) == runs
+    last = _report(hemei, "够数")
+    checkpointer = store._checkpointer.peek()
+    assert checkpointer is not None
+    _wait_for(lambda: checkpointer.runs > runs, "a checkpoint")
+    assert _rows_in_database_file(store) == store.list_cases()[1]
+    assert store.get_case(last.id).title == "够数"
+    store.dispose()
+    assert not checkpointer._thread.is_alive()  # disposing stops the thread
+
+
+@pytest.mark.backends("sqlite")
+def test_a_failed_checkpoint_is_logged_and_the_next_one_runs(hemei, monkeypatch, caplog):
+    """The checkpoint thread survives an error (logged, not raised into a request) and
+    checkpoints at its next wake-up; reports meanwhile are stored as ever."""
+    import sqlite3
+
+    store = hemei.store
+    real = type(store)._checkpoint
+    failures = []
+
+    def flaky(self, dbc, fd):
+        if not failures:
+            failures.append(1)
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(self, dbc, fd)
+
+    monkeypatch.setattr(type(store), "_checkpoint", flaky)
+    _reports_to_the_next_checkpoint(hemei, "第一轮")
+    checkpointer = store._checkpointer.peek()
+    _wait_for(lambda: failures, "the failing checkpoint")
+    assert checkpointer.runs == 0
+    _reports_to_the_next_checkpoint(hemei, "第二轮")
+    _wait_for(lambda: checkpointer.runs == 1, "the next checkpoint")
+    assert _rows_in_database_file(store) == store.list_cases()[1]
+    assert "checkpoint of" in caplog.text and "disk I/O error" in caplog.text
+
+
+@pytest.mark.backends("sqlite")
+def test_a_fork_waits_for_a_checkpoint_under_way(hemei, monkeypatch):
+    """A forked worker must not inherit a lock the parent's checkpoint thread held (its
+    own first write would wait on it for ever): fork waits for the checkpoint to end,
+    and the child checkpoints on a thread of its own."""
+    import multiprocessing as mp
+    import threading
+
+    store = hemei.store
+    real = type(store)._checkpoint
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(self, dbc, fd):
+        with self._writer_turn():  # holds the turn (and its thread lock) for a while
+            inside.set()
+            release.wait(30)
+        return real(self, dbc, fd)
+
+    monkeypatch.setattr(type(store), "_checkpoint", slow)
+    _reports_to_the_next_checkpoint(hemei, "父")
+    _wait_for(inside.is_set, "the parent's checkpoint")
+    parent_checkpointer = store._checkpointer.peek()
+    monkeypatch.setattr(type(store), "_checkpoint", real)
+
+    def child(q):
+        try:
+            _reports_to_the_next_checkpoint(hemei, "子")
+            mine = store._checkpointer.peek()
+            _wait_for(lambda: mine.runs >= 1, "the child's checkpoint")
+            q.put(mine is not parent_checkpointer)
+        except BaseException as err:  # noqa: BLE001 - the parent reports it
+            q.put(repr(err))
+
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=child, args=(q,))
+    forked = threading.Thread(target=p.start)
+    forked.start()
+    forked.join(0.5)
+    assert forked.is_alive()  # fork waits while the checkpoint is under way
+    release.set()
+    forked.join(30)
+    got = q.get(timeout=60)
+    p.join(60)
+    assert got is True, got
+    _wait_for(lambda: parent_checkpointer.runs >= 1, "the parent's checkpoint to end")
+    assert _report(hemei, "父进程照常")
+
+
 @pytest.mark.backends("postgis")
 def test_postgis_reports_do_not_queue_on_one_data_version_row(hemei):
     """A report moves one of DATA_VERSION_SLOTS rows, not the main one every write used
