@@ -217,8 +217,9 @@ def compound(code: str):
         raise NotFound(f"no compound with code {code}")
     row = match.iloc[0]
     grids = h.layers["grid"]
-    straddled = grids[grids.intersects(row.geometry)]
-    straddled = straddled[straddled.intersection(row.geometry).area > 0]
+    # Grids whose interiors meet the compound's (an overlap with an area, not a shared
+    # edge): a topological test, so no area is computed in degrees.
+    straddled = grids[grids.relate_pattern(row.geometry, "T********")]
     cases, _ = h.store.list_cases(compound=code, status="open", limit=None)
     _all, total = h.store.list_cases(compound=code, limit=1)
     rows = _by_urgency(_case_rows(cases, locale))

@@ -156,9 +156,11 @@ def test_gcj02_tiles_shift_every_geometry_for_display(amap_client, hemei):
     lon, lat = float(m.group(1)), float(m.group(2))
     # The drawn vertex converts back to a WGS-84 vertex of a stored grid (≈ 1 m).
     wlon, wlat = gcj02_to_wgs84(lon, lat)
-    from shapely import Point
+    import shapely
 
-    d = hemei.layers["grid"].boundary.distance(Point(float(wlon), float(wlat))).min()
+    # In degrees, on purpose: 2e-5° is about 2 m here.
+    d = shapely.distance(hemei.layers["grid"].boundary.values,
+                         shapely.Point(float(wlon), float(wlat))).min()
     assert d < 2e-5
     # … and is hundreds of metres from where the WGS-84 vertex itself is.
     glon, glat = wgs84_to_gcj02(float(wlon), float(wlat))
