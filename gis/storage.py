@@ -14,6 +14,7 @@ were, and old versions stay for history.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -1348,8 +1349,25 @@ class _Checkpointer:
             c._busy.release()
 
 
+    @classmethod
+    def _after_fork_in_child(cls) -> None:
+        # The parent's threads did not come along (each store makes its own on first
+        # use here); their locks, held by the fork, must not be waited on again.
+        cls._live, cls._held = weakref.WeakSet(), []
+
+    @classmethod
+    def _close_all(cls) -> None:
+        for c in list(cls._live):
+            c.close()
+
+
 os.register_at_fork(before=_Checkpointer._before_fork,
-                    after_in_parent=_Checkpointer._after_fork_in_parent)
+                    after_in_parent=_Checkpointer._after_fork_in_parent,
+                    after_in_child=_Checkpointer._after_fork_in_child)
+# A checkpoint under way at exit ends first: interpreter shutdown does not stop a
+# daemon thread in the middle of SQLite's work (a cut-off checkpoint is safe, but not
+# tidy).
+atexit.register(_Checkpointer._close_all)
 
 
 class PostgisCaseStore(SqlCaseStore):

@@ -543,6 +543,7 @@ def test_a_fork_waits_for_a_checkpoint_under_way(hemei, monkeypatch):
     own first write would wait on it for ever): fork waits for the checkpoint to end,
     and the child checkpoints on a thread of its own."""
     import multiprocessing as mp
+    import os
     import threading
 
     store = hemei.store
@@ -566,7 +567,18 @@ def test_a_fork_waits_for_a_checkpoint_under_way(hemei, monkeypatch):
             _reports_to_the_next_checkpoint(hemei, "子")
             mine = store._checkpointer.peek()
             _wait_for(lambda: mine.runs >= 1, "the child's checkpoint")
-            q.put(mine is not parent_checkpointer)
+            # A worker that forks in turn (its thread's lock is not inherited either).
+            pid = os.fork()
+            if pid == 0:
+                status = 1
+                try:
+                    _reports_to_the_next_checkpoint(hemei, "孙")
+                    own = store._checkpointer.peek()
+                    _wait_for(lambda: own.runs >= 1, "the grandchild's checkpoint")
+                    status = 0 if own is not mine else 2
+                finally:
+                    os._exit(status)
+            q.put((mine is not parent_checkpointer, os.waitpid(pid, 0)[1]))
         except BaseException as err:  # noqa: BLE001 - the parent reports it
             q.put(repr(err))
 
@@ -581,7 +593,7 @@ def test_a_fork_waits_for_a_checkpoint_under_way(hemei, monkeypatch):
     forked.join(30)
     got = q.get(timeout=60)
     p.join(60)
-    assert got is True, got
+    assert got == (True, 0), got
     _wait_for(lambda: parent_checkpointer.runs >= 1, "the parent's checkpoint to end")
     assert _report(hemei, "父进程照常")
 
