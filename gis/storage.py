@@ -14,15 +14,12 @@ were, and old versions stay for history.
 
 from __future__ import annotations
 
-import atexit
 import json
-import logging
 import os
 import random
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -44,8 +41,6 @@ except ImportError:  # Windows: SQLite's busy handler alone
 from gis.cases import OPEN_STATUSES, Case, NewCase, check_transition, utcnow
 from gis.errors import Conflict, InvalidInput, NotFound
 from gis.process import PerProcess
-
-_log = logging.getLogger("hemei.storage")
 
 metadata = sa.MetaData()
 
@@ -959,27 +954,13 @@ def touch_accounts_stamp(stamp_path: str) -> None:
 class SqliteCaseStore(SqlCaseStore):
     """The embedded default: one SQLite file, WAL, busy timeout, immediate writes.
 
-    Checkpoints (copying the WAL back into the database) run on a thread of each process
-    that writes, every :attr:`CHECKPOINT_EVERY` of its write transactions, in two passes
-    (:meth:`_checkpoint`): most of the WAL is copied and flushed to disk while the other
-    writers go on, and only the frames they appended meanwhile are copied inside the
-    writer's turn, so that the WAL is found fully copied and started over. SQLite's own
-    checkpoint (``wal_autocheckpoint``) ran in the COMMIT that crossed 1,000 pages,
-    inside the writer's turn, and with ``synchronous=NORMAL`` it waits there for two
-    ``fsync`` calls for everything written since the last one (about 5 ms every 75 reports,
-    half of a report's COMMIT time): every other writer waited too, and the machine
-    idled 12–18 % of an intake run in bench/intake.py (7 % without those waits). It is
-    kept as a backstop at :attr:`BACKSTOP_PAGES`. A checkpoint run only outside the
-    turn would let the WAL grow without end under steady load from several processes:
-    it has always just missed another process's commit, so no writer ever finds the WAL
-    fully copied and starts it over (268 MB after 5,500 reports in bench/intake.py, and
-    a third more CPU a report from reading it).
+    Checkpoints are SQLite's own (``wal_autocheckpoint``, 1,000 pages): the COMMIT that
+    crosses the threshold copies the WAL back, inside the writer's turn. Run anywhere
+    else they let the WAL grow without end under steady load from several processes: a
+    checkpoint outside the turn has always just missed another process's commit, so no
+    writer ever finds the WAL fully copied and starts it over (268 MB after 5,500
+    reports in bench/intake.py, and a third more CPU a report from reading it).
     """
-
-    #: A process asks its checkpoint thread to run after this many write transactions.
-    CHECKPOINT_EVERY = 32
-    #: SQLite's own checkpoint, should the thread fall behind (pages of WAL, 4 KB each).
-    BACKSTOP_PAGES = 8_000
 
     def __init__(self, url: str, busy_timeout_ms: int = 10_000):
         super().__init__(url)
@@ -993,8 +974,6 @@ class SqliteCaseStore(SqlCaseStore):
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
-            if self._checkpoints:
-                cur.execute(f"PRAGMA wal_autocheckpoint={self.BACKSTOP_PAGES}")
             cur.close()
 
         @event.listens_for(self.engine, "begin")
@@ -1012,16 +991,11 @@ class SqliteCaseStore(SqlCaseStore):
         # bench/intake.py); a blocking flock wakes the next writer the moment the lock
         # is free. The kernel drops the lock of a killed process. SQLite's own locking
         # stays the guarantee (other programs writing the file do not take this lock).
-        self._lock_path = self._stamp_path = self._db_path = None
+        self._lock_path = self._stamp_path = None
         path = sa.make_url(url).database
         if path and path != ":memory:" and not path.startswith("file:"):
             self._lock_path = path + ".writelock"
             self._stamp_path = accounts_stamp_path(path)
-            self._db_path = path
-        # The checkpoint thread needs the writer's turn (a lock file) to finish its work.
-        self._checkpoints = self._lock_path is not None and fcntl is not None
-        self._writes = 0  # write transactions since this process last asked for one
-        self._checkpointer = PerProcess(lambda: _Checkpointer(self))
         self._stamp_count = 0
         self._thread_lock = threading.Lock()
         # Group commit (_insert_report): reports queued by this process's threads, and
@@ -1171,7 +1145,6 @@ class SqliteCaseStore(SqlCaseStore):
                     if any(err is None for _, err in outcomes):
                         cur.execute(p_bump.sql, bump_params)
                         cur.execute("COMMIT")
-                        self._wrote()
                     else:
                         cur.execute("ROLLBACK")
                 except BaseException:
@@ -1209,46 +1182,8 @@ class SqliteCaseStore(SqlCaseStore):
                 dbc.close()
 
     def dispose(self) -> None:
-        checkpointer = self._checkpointer.take()
-        if checkpointer is not None:
-            checkpointer.close()
         self._close_group_connection()
         super().dispose()
-
-    def _wrote(self) -> None:
-        """Count a committed write transaction; every :attr:`CHECKPOINT_EVERY`, wake this
-        process's checkpoint thread (it runs one checkpoint however often it is woken)."""
-        if not self._checkpoints:
-            return
-        self._writes += 1  # under the GIL a lost increment only delays a checkpoint
-        if self._writes >= self.CHECKPOINT_EVERY:
-            self._writes = 0
-            self._checkpointer.get().wake()
-
-    def _checkpoint(self, dbc: sqlite3.Connection, db_fd: int) -> tuple[int, int]:
-        """Copy the WAL back into the database in two passes (see the class): the first
-        outside the writer's turn, then what other writers appended meanwhile inside it,
-        which lets the next writer start the WAL over. Returns the frames in the WAL and
-        those the first pass copied ((-1, -1) if the WAL was empty or another connection
-        was checkpointing: that one does the work)."""
-        cur = dbc.cursor()
-        try:
-            busy, frames, copied = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if busy or frames <= 0:
-                return -1, -1
-            # What the first pass wrote to the database file reaches the disk now, not in
-            # the second pass's fsync inside the turn (SQLite syncs the file only when a
-            # checkpoint has copied every frame).
-            os.fsync(db_fd)
-            # Then the frames appended since (the first pass may have copied them all and
-            # still missed them: it counts the frames it found when it began). A writer
-            # starts the WAL over only if it begins with every frame copied, so this pass
-            # runs in the writer's turn: no frame can be added until the turn is over.
-            with self._writer_turn():
-                cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            return frames, copied
-        finally:
-            cur.close()
 
     @contextmanager
     def _writer_turn(self):
@@ -1270,104 +1205,6 @@ class SqliteCaseStore(SqlCaseStore):
                 self.engine.connect().execution_options(sqlite_immediate=True) as conn, \
                 conn.begin():
             yield conn
-        self._wrote()
-
-
-class _Checkpointer:
-    """A SQLite store's checkpoint thread in one process (see :class:`SqliteCaseStore`):
-    woken by :meth:`wake`, it checkpoints on a connection of its own. A failed
-    checkpoint is logged and tried again at the next wake-up (SQLite's backstop still
-    runs); the thread never takes a request down with it. A fork waits for a
-    checkpoint under way to end, so the child inherits no lock the thread held."""
-
-    _live: weakref.WeakSet[_Checkpointer] = weakref.WeakSet()
-
-    def __init__(self, store: SqliteCaseStore):
-        self._store = store
-        self._wanted = threading.Event()
-        self._busy = threading.Lock()  # held while checkpointing
-        self._closing = False
-        self.runs = 0  # checkpoints run (tests)
-        self._thread = threading.Thread(target=self._run, name="hemei-checkpoint",
-                                        daemon=True)
-        self._live.add(self)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wanted.set()
-
-    def close(self) -> None:
-        """Stop the thread (after the checkpoint it may be running)."""
-        self._closing = True
-        self._wanted.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        dbc: sqlite3.Connection | None = None
-        db_fd = -1
-        try:
-            while True:
-                self._wanted.wait()
-                self._wanted.clear()
-                if self._closing:
-                    return
-                with self._busy:
-                    try:
-                        if dbc is None:
-                            db_fd = os.open(self._store._db_path, os.O_RDONLY)
-                            dbc = self._store._detached_connection()
-                        self._store._checkpoint(dbc, db_fd)
-                        self.runs += 1
-                    except Exception as err:  # logged; the next wake-up tries again
-                        _log.warning("checkpoint of %s failed: %s", self._store._db_path, err)
-                        dbc, db_fd = self._close(dbc, db_fd)
-        finally:
-            self._close(dbc, db_fd)
-
-    @staticmethod
-    def _close(dbc: sqlite3.Connection | None, db_fd: int) -> tuple[None, int]:
-        if dbc is not None:
-            with suppress(sqlite3.Error):
-                dbc.close()
-        if db_fd >= 0:
-            os.close(db_fd)
-        return None, -1
-
-    _held: list[_Checkpointer] = []  # the ones a fork in progress waited for
-
-    @classmethod
-    def _before_fork(cls) -> None:
-        cls._held = list(cls._live)
-        for c in cls._held:
-            c._busy.acquire()
-
-    @classmethod
-    def _after_fork_in_parent(cls) -> None:
-        held, cls._held = cls._held, []
-        for c in held:
-            c._busy.release()
-
-
-    @classmethod
-    def _after_fork_in_child(cls) -> None:
-        # The parent's threads did not come along (each store makes its own on first
-        # use here); their locks, held by the fork, must not be waited on again.
-        cls._live, cls._held = weakref.WeakSet(), []
-
-    @classmethod
-    def _close_all(cls) -> None:
-        for c in list(cls._live):
-            c.close()
-
-
-os.register_at_fork(before=_Checkpointer._before_fork,
-                    after_in_parent=_Checkpointer._after_fork_in_parent,
-                    after_in_child=_Checkpointer._after_fork_in_child)
-# A checkpoint under way at exit ends first: interpreter shutdown does not stop a
-# daemon thread in the middle of SQLite's work (a cut-off checkpoint is safe, but not
-# tidy).
-atexit.register(_Checkpointer._close_all)
 
 
 class PostgisCaseStore(SqlCaseStore):
