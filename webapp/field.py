@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 from flask import (
@@ -49,7 +49,7 @@ from gis.errors import Conflict, HemeiError, InvalidInput, NotFound
 from gis.locate import check_lon_lat
 from gis.workflow import FAR_M, QUANTITIES, allowed_for, can_read, geodesic_m
 from webapp.auth import web_user
-from webapp.i18n import get_locale
+from webapp.i18n import get_locale, local_time
 
 bp = Blueprint("field", __name__, url_prefix="/m")
 
@@ -60,8 +60,6 @@ NEARBY_M = 50.0  # default radius of the duplicate check
 MAX_NEARBY_M = 1000.0
 FIELD_STATUSES = ("dispatched", "claimed", "in_progress", "reopened")
 ADMIN_LIST_LIMIT = 200
-#: Phones show Beijing time; everything is stored as naive UTC.
-BEIJING = timedelta(hours=8)
 _KEY = re.compile(r"[0-9a-f]{64}\.(?:jpg|png)")
 
 
@@ -143,8 +141,8 @@ def hemei():
 # -- helpers ---------------------------------------------------------------------------
 
 def when(dt: datetime | None, fmt: str = "%m-%d %H:%M") -> str:
-    """A stored (naive UTC) time in Beijing time, short."""
-    return (dt + BEIJING).strftime(fmt) if dt else "—"
+    """A stored (naive UTC) time in Beijing time, short (phones are narrow)."""
+    return local_time(dt, fmt)
 
 
 def map_config(**extra) -> dict:

@@ -30,6 +30,7 @@ cannot import Flask; they are not part of these catalogs.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from flask import Flask, current_app, g, has_request_context, request
@@ -40,6 +41,18 @@ TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 #: The app's short language codes (``?lang=``, the cookie, ``locale`` in templates and in
 #: ``gis``) and the Babel locale whose catalog each one uses.
 LOCALES: dict[str, str] = {"zh": "zh_Hans_CN", "en": "en"}
+
+
+#: Every page shows Beijing time (UTC+8: China has one time zone and no daylight saving);
+#: everything is stored as naive UTC.
+BEIJING = timedelta(hours=8)
+
+
+def local_time(dt: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored time (naive UTC) on the street office's clock, Beijing time; "—" for
+    none. The ``local`` filter in templates: ``{{ ev.at|local }}``,
+    ``{{ c.created_at|local('%Y-%m-%d') }}``."""
+    return (dt + BEIJING).strftime(fmt) if dt else "—"
 
 
 def _short(lang: str | None) -> str:
@@ -75,6 +88,7 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_DEFAULT_LOCALE", LOCALES[default])
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
     Babel(app, locale_selector=babel_locale)
+    app.jinja_env.filters["local"] = local_time
 
 
 #: Deprecated: the old ``t('key')`` keys and the English message each one became. Only for

@@ -128,3 +128,32 @@ def test_the_api_returns_user_text_unescaped(client):
 def test_case_page_shows_history(client):
     html = client.get("/cases/1").get_data(as_text=True)
     assert 'id="case-title"' in html and "已上报" in html
+
+
+def test_pages_show_times_on_the_beijing_clock(public_client, hemei):
+    """Times are stored as naive UTC and shown in Beijing time (UTC+8) on every page, as
+    the field app always did: a report at 20:30 UTC on 1 March was made at 04:30 on
+    2 March in Hezhou, and its case page, its tracking page and its grid's case table
+    must say so (they showed the UTC clock, eight hours and here a day apart from the
+    phone's)."""
+    from datetime import datetime
+
+    from gis.cases import NewCase
+    from webapp.field import when
+
+    locator, version = hemei._located()
+    chain = locator.locate(*INSIDE)
+    case = hemei.store.create_case(
+        NewCase(category="street_light", title="夜里报的", description="凌晨四点半",
+                lon=INSIDE[0], lat=INSIDE[1], created_at=datetime(2026, 3, 1, 20, 30)),
+        chain, datetime(2026, 3, 3, 20, 30), actor="巡查员",
+        extra={"tracking_code": "tz-beijing-clock"}, grid_version=version)
+    for url in (f"/cases/{case.id}", "/t/tz-beijing-clock"):
+        html = public_client.get(url).get_data(as_text=True)
+        assert "2026-03-02 04:30" in html, url
+        assert "20:30" not in html, url
+    grid = public_client.get(f"/grids/{case.grid_code}").get_data(as_text=True)
+    row = next(r for r in re.findall(r"<tr.*?</tr>", grid, re.S) if "夜里报的" in r)
+    assert "2026-03-02" in row and "03-04" in row  # reported, due (Beijing dates)
+    assert "2026-03-01" not in row and "03-03" not in row
+    assert when(case.created_at) == "03-02 04:30"  # the field app's clock, the same
