@@ -131,7 +131,7 @@ def test_case_page_shows_history(client):
 
 
 def test_pages_show_times_on_the_beijing_clock(public_client, hemei):
-    """Times are stored as naive UTC and shown in Beijing time (UTC+8) on every page, as
+    """Times are stored as naive UTC and shown in Beijing time (UTC+8) on the pages, as
     the field app always did: a report at 20:30 UTC on 1 March was made at 04:30 on
     2 March in Hezhou, and its case page, its tracking page and its grid's case table
     must say so (they showed the UTC clock, eight hours and here a day apart from the
