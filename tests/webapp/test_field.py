@@ -96,6 +96,17 @@ def plant(hemei, lon, lat, category="road_damage", description="路面坑洼"):
                          "description": description, "source": "patrol"}, actor="测试")
 
 
+def test_the_field_case_page_gives_the_position_as_the_case_page_does(web, hemei, gw_point,
+                                                                     public_client):
+    """Longitude first, then latitude, on the phone as on the case page (and in the API):
+    the phone showed them the other way round, unlabelled."""
+    case = plant(hemei, *gw_point)
+    where = f"{case.lon:.6f}, {case.lat:.6f}"
+    assert case.lon != case.lat
+    assert where in web("gw").get(f"/m/cases/{case.id}").get_data(as_text=True)
+    assert where in public_client.get(f"/cases/{case.id}").get_data(as_text=True)
+
+
 # -- login, CSRF, roles ------------------------------------------------------------------
 
 def test_pages_need_a_login(public_client):
