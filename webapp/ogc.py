@@ -19,7 +19,8 @@ Decisions, each from the standard (OGC 17-069r4) or GDAL's driver:
 - ``limit``: default 100, maximum 10,000 (the standard's own fragment); a larger value is
   not an error but is lowered to the maximum (§7.15.4); below 1 or not an integer is 400.
   Paging continues through ``next`` links (``offset`` is this server's paging parameter,
-  documented in the API definition); ``prev`` is given after the first page.
+  documented in the API definition, 0 to 1,000,000,000 as in ``/api/v1``); ``prev`` is
+  given after the first page. Integers are ASCII digits (``limit=٣`` is 400).
 - ``bbox``: four numbers (or six, the heights ignored) in CRS84; a west edge east of the
   east edge crosses the antimeridian; latitudes and longitudes outside their range or a
   south edge north of the north edge are 400. Boundaries are filtered with the layer's
@@ -28,7 +29,8 @@ Decisions, each from the standard (OGC 17-069r4) or GDAL's driver:
   open too), RFC 3339; applied to a case's ``created_at``. A value covers its own
   precision: ``2025-03-01`` is that whole UTC day, ``…T10:00:00Z`` that second (the
   precision cases are published in). A missing offset means UTC, and the date-only
-  ``2025-03-01T`` that GDAL sends for a ``-where`` on a date is accepted. Boundaries have
+  ``2025-03-01T`` that GDAL sends for a ``-where`` on a date is accepted. The year must be
+  1900–2999 (so no offset or precision arithmetic can overflow). Boundaries have
   no temporal geometry, so a valid ``datetime`` matches all of them (/req/core/
   fc-time-response C); a malformed one is 400 everywhere.
 - Unknown query parameters are 400 (/req/core/query-param-unknown); ``f=json`` is
@@ -58,6 +60,7 @@ from gis.cases import Case, utcnow
 from gis.errors import HemeiError
 from gis.geojson import feature_collection
 from gis.storage import LEVELS, cases
+from webapp.api import MAX_ID
 
 bp = Blueprint("ogc", __name__, url_prefix="/ogc")
 
@@ -73,6 +76,10 @@ GEOJSON = "application/geo+json"
 OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
+MAX_OFFSET = 10**9  # as /api/v1; SQLite's OFFSET takes no more than 64 bits
+#: The years a datetime may have: far enough inside datetime's own range (1–9999) that the
+#: shift to UTC and a day's precision can never overflow it, and wider than any case's.
+YEARS = (1900, 2999)
 CASES = "cases"
 BOUNDARY_PROPS = ["code", "name", "parent_code", "households"]
 TITLES = {
@@ -178,29 +185,38 @@ def _check_params(allowed: frozenset) -> dict[str, str]:
     return args
 
 
-_INTEGER = re.compile(r"[+-]?[0-9]+")
+#: An integer in ASCII digits (int() also reads other scripts' digits: "٣" is 3).
+_INTEGER = re.compile(r"([+-]?)0*([0-9]+)")
+
+
+def _integer(name: str, text: str) -> int:
+    """An integer parameter. Over 18 significant digits it reads as ±10**18, past every
+    bound here, so the range check refuses it (int() refuses over 4,300 digits)."""
+    m = _INTEGER.fullmatch(text)
+    if m is None:
+        raise _bad(f"{name} must be an integer, got {text!r}")
+    sign, digits = m.groups()
+    value = int(digits) if len(digits) <= 18 else 10**18
+    return -value if sign == "-" else value
 
 
 def parse_limit(text: str | None) -> int:
     """``limit``: 1 … 10,000, default 100; a larger value is lowered to the maximum."""
     if text in (None, ""):
         return DEFAULT_LIMIT
-    if not _INTEGER.fullmatch(text):
-        raise _bad(f"limit must be an integer, got {text!r}")
-    value = int(text)
+    value = _integer("limit", text)
     if value < 1:
-        raise _bad(f"limit must be at least 1, got {value}")
+        raise _bad(f"limit must be at least 1, got {text}")
     return min(value, MAX_LIMIT)
 
 
 def parse_offset(text: str | None) -> int:
+    """``offset``: 0 … 1,000,000,000, default 0."""
     if text in (None, ""):
         return 0
-    if not _INTEGER.fullmatch(text):
-        raise _bad(f"offset must be an integer, got {text!r}")
-    value = int(text)
-    if value < 0:
-        raise _bad(f"offset must be 0 or more, got {value}")
+    value = _integer("offset", text)
+    if not 0 <= value <= MAX_OFFSET:
+        raise _bad(f"offset must be between 0 and {MAX_OFFSET:,}, got {text}")
     return value
 
 
@@ -250,6 +266,11 @@ def _instant(text: str) -> tuple[datetime, datetime]:
                             second=int(m["s"] or 0), microsecond=micro)
     except ValueError as err:
         raise _bad(f"datetime: {text!r} is not a valid date-time ({err})") from None
+    # Checked before any arithmetic: near year 1 or 9999 the offset or the unit would
+    # overflow datetime.
+    if not YEARS[0] <= start.year <= YEARS[1]:
+        raise _bad(f"datetime: {text!r} is out of range: the year must be between "
+                   f"{YEARS[0]} and {YEARS[1]}")
     tz = m["tz"]
     if tz and tz not in ("Z", "z"):
         sign = 1 if tz[0] == "+" else -1
@@ -500,8 +521,9 @@ def item(collection_id: str, feature_id: str):
     _require_collection(collection_id)
     _check_params(COMMON_PARAMS)
     if collection_id == CASES:
-        # Only the canonical form ("7", not "007"): one URL per feature.
-        if not re.fullmatch(r"[1-9][0-9]{0,17}", feature_id):
+        # Only the canonical form ("7", not "007"): one URL per feature. A number past the
+        # store's 32-bit ids names no case.
+        if not re.fullmatch(r"[1-9][0-9]{0,9}", feature_id) or int(feature_id) > MAX_ID:
             raise _not_found(f"no case with id {feature_id!r}")
         with hemei().store._read() as conn:
             row = conn.execute(sa.select(cases).where(cases.c.id == int(feature_id))
@@ -616,7 +638,8 @@ def openapi_document() -> dict:
                                 "features per page (a larger value is lowered to the "
                                 "maximum)", style="form", explode=False),
                 "offset": _param("offset", "query",
-                                 {"type": "integer", "minimum": 0, "default": 0},
+                                 {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET,
+                                  "default": 0},
                                  "features to skip (the next links set it)",
                                  style="form", explode=False),
             },

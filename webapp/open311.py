@@ -73,7 +73,9 @@ Mapping decisions
   answers with the ``service_request_id`` (201 Created, ``Location`` of the request) and
   no ``token``. ``tokens/{token}`` still works as the spec describes: the token of a case
   is its id, so ``tokens/42`` answers ``service_request_id`` 42 and ``token`` 42, and an
-  unknown token is a 404.
+  unknown token is a 404. An id (ASCII digits) past the store's 32-bit ids is simply
+  not found, like any unknown id: 404 for ``requests/{id}`` and ``tokens/{token}``, no
+  match in ``GET requests``.
 - **status**: ``closed`` for closed, rejected and closed_not_fixed (final statuses);
   ``open`` otherwise — a resolved case waiting for the grid worker's check is still open.
   The ``status`` filter maps the same way.
@@ -94,8 +96,9 @@ Mapping decisions
 - **GET requests**: ``service_request_id`` (comma list) overrides every other argument;
   ``service_code`` and ``status`` take comma lists; ``start_date``/``end_date`` are W3C
   datetimes with a timezone (or a bare date, read as UTC midnight) on the requested time
-  and may not span more than 90 days. Without dates the window is the most recent 90
-  days; with only one, 90 days from/to it. At most 1,000 requests, newest first.
+  and may not span more than 90 days; their year must be 1900–2999 (else a 400). Without
+  dates the window is the most recent 90 days; with only one, 90 days from/to it. At
+  most 1,000 requests, newest first.
 - **Errors** are the spec's array of ``{code, description}`` (``<errors><error>``) with
   404 for a resource that does not exist, 403 for a missing or wrong api_key and 400 for
   anything else (a wrong method, a bad filter, a point outside the street); ``code`` is
@@ -130,6 +133,7 @@ from gis import catalogue as catalogue_module
 from gis.cases import FINAL_STATUSES, MAX_DESCRIPTION, Case, utcnow
 from gis.catalogue import Category, load_catalogue
 from gis.errors import HemeiError, OutsideJurisdiction
+from webapp.api import MAX_ID
 
 bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
 
@@ -143,6 +147,10 @@ WINDOW = timedelta(days=90)
 MAX_REQUESTS = 1000
 MAX_STRING = 200
 MAX_MEDIA_URL = 2000
+#: The years a datetime argument may have: far enough inside datetime's own range (1–9999)
+#: that the shift to UTC and the 90-day window can never overflow it, and wider than any
+#: real case's dates.
+YEARS = (1900, 2999)
 
 
 class Open311Error(Exception):
@@ -543,31 +551,29 @@ def request_data(cases: list[Case]) -> list[dict]:
 
 # ------------------------------------------------------------------------ GET requests
 
-_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def parse_w3(name: str, raw: str) -> datetime:
     """A W3C datetime with its timezone (``2010-01-01T00:00:00Z``, ``…+08:00``) or a bare
-    date (UTC midnight), as naive UTC like the store."""
+    date (UTC midnight), as naive UTC like the store; its year must be in :data:`YEARS`."""
     text = raw.strip()
     # "+08:00" sent unencoded in a query string arrives as " 08:00".
-    text = re.sub(r" (\d{2}:?\d{2})$", r"+\1", text)
-    if _DATE_ONLY.fullmatch(text):
-        try:
-            return datetime.fromisoformat(text)
-        except ValueError:
-            pass
-    else:
-        try:
-            dt = datetime.fromisoformat(text)
-        except ValueError:
-            dt = None
-        if dt is not None:
-            if dt.tzinfo is None:
-                raise Open311Error(400, f"{name} {raw!r} needs a timezone: Z or an offset "
-                                        "like +08:00 (e.g. 2010-01-01T00:00:00Z)")
-            return dt.astimezone(UTC).replace(tzinfo=None)
-    raise Open311Error(400, f"{name} {raw!r} is not a w3 datetime like 2010-01-01T00:00:00Z")
+    text = re.sub(r" ([0-9]{2}:?[0-9]{2})$", r"+\1", text)
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise Open311Error(400, f"{name} {raw!r} is not a w3 datetime like "
+                                "2010-01-01T00:00:00Z") from None
+    if dt.tzinfo is None and not _DATE_ONLY.fullmatch(text):
+        raise Open311Error(400, f"{name} {raw!r} needs a timezone: Z or an offset "
+                                "like +08:00 (e.g. 2010-01-01T00:00:00Z)")
+    # Checked before any arithmetic: near year 1 or 9999 the shift to UTC, or the 90-day
+    # window, would overflow datetime.
+    if not YEARS[0] <= dt.year <= YEARS[1]:
+        raise Open311Error(400, f"{name} {raw!r} is out of range: the year must be "
+                                f"between {YEARS[0]} and {YEARS[1]}")
+    return dt if dt.tzinfo is None else dt.astimezone(UTC).replace(tzinfo=None)
 
 
 def _window() -> tuple[datetime | None, datetime | None]:
@@ -593,16 +599,44 @@ def _csv(name: str) -> list[str]:
     return [p.strip() for v in request.args.getlist(name) for p in v.split(",") if p.strip()]
 
 
+#: An integer in ASCII digits. str.isdigit() and int() also take other scripts' digits:
+#: int() refuses "²" (which isdigit() passes) and reads "٣" as 3.
+_INTEGER = re.compile(r"([+-]?)0*([0-9]+)")
+_DIGITS = re.compile(r"[0-9]+")
+#: What a number of more than 18 digits reads as: past every bound checked here, so the
+#: range check refuses it (int() refuses over 4,300 digits, SQLite over 64 bits).
+_HUGE = 10**18
+
+
+def _ascii_int(raw: str) -> int | None:
+    """``raw`` as an integer when it is one in ASCII digits (a sign and leading zeros
+    allowed), else None; over 18 significant digits it reads as ±10**18."""
+    m = _INTEGER.fullmatch(raw)
+    if m is None:
+        return None
+    sign, digits = m.groups()
+    value = int(digits) if len(digits) <= 18 else _HUGE
+    return -value if sign == "-" else value
+
+
+def _case_id(raw: str) -> int | None:
+    """The case id ``raw`` (ASCII digits) names, None when it names none: not digits, or
+    past the store's 32-bit ids, where no case can be (and SQLite cannot compare)."""
+    if not _DIGITS.fullmatch(raw):
+        return None
+    value = _ascii_int(raw)
+    return value if value <= MAX_ID else None
+
+
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     raw = (request.args.get(name) or "").strip()
     if not raw:
         return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise Open311Error(400, f"{name} must be an integer, got {raw!r}") from None
+    v = _ascii_int(raw)
+    if v is None:
+        raise Open311Error(400, f"{name} must be an integer (digits 0-9), got {raw!r}")
     if not lo <= v <= hi:
-        raise Open311Error(400, f"{name} must be between {lo} and {hi}, got {v}")
+        raise Open311Error(400, f"{name} must be between {lo} and {hi}, got {raw}")
     return v
 
 
@@ -611,10 +645,11 @@ def _conditions() -> list:
 
     ids = _csv("service_request_id")
     if ids:  # "This overrides all other arguments."
-        if not all(i.isdigit() for i in ids):
+        if not all(_DIGITS.fullmatch(i) for i in ids):
             raise Open311Error(400, "service_request_id must be a comma-delimited list of "
-                                    "request ids (integers)")
-        return [t.c.id.in_([int(i) for i in ids])]
+                                    "request ids (integers, digits 0-9)")
+        # An id no case can have matches nothing, like any unknown id.
+        return [t.c.id.in_([n for n in map(_case_id, ids) if n is not None])]
     conds = []
     start, end = _window()
     conds.append(t.c.created_at >= start)
@@ -673,10 +708,11 @@ def list_requests(fmt: str):
 def _case_or_404(raw: str, what: str) -> Case:
     from gis.errors import NotFound
 
-    if not raw.isdigit():
+    case_id = _case_id(raw)
+    if case_id is None:
         raise Open311Error(404, f"{what} {raw!r} was not found")
     try:
-        return hemei().store.get_case(int(raw))
+        return hemei().store.get_case(case_id)
     except NotFound:
         raise Open311Error(404, f"{what} {raw!r} was not found") from None
 

@@ -440,6 +440,59 @@ def test_bad_parameters_are_400_json_with_code_and_description(ogc, collection, 
     assert isinstance(body["description"], str) and body["description"]
 
 
+def _refused(ogc, url: str, param: str) -> None:
+    body = get(ogc, url, 400).get_json()
+    assert body["code"] == "InvalidParameterValue"
+    assert param in body["description"], body
+
+
+# Past datetime's own range (years 1–9999) once shifted by the offset or the precision:
+# each was an OverflowError (a 500).
+@pytest.mark.parametrize("value", [
+    "9999-12-31", "9999-12-31T23:59:59Z", "0001-01-01T00:00:00%2B01:00",
+    "9999-12-31T23:59:59-01:00", "1899-12-31T23:59:59Z", "3000-01-01",
+    "0001-01-01/..", "../9999-12-31", "2025-01-01/9999-12-31T23:59:59.999999Z",
+])
+@pytest.mark.parametrize("collection", ["grid", "cases"])
+def test_datetimes_out_of_range_are_400_naming_datetime(ogc, collection, value):
+    _refused(ogc, f"/ogc/collections/{collection}/items?datetime={value}", "datetime")
+
+
+@pytest.mark.parametrize("value", [
+    "2999-12-31", "2999-12-31T23:59:59.999999-23:59", "1900-01-01T00:00:00%2B23:59",
+    "1900-01-01", "2999-12-31/..", "../1900-01-01",
+])
+def test_extreme_datetimes_in_range_match_no_case(ogc, value):
+    page = get(ogc, f"/ogc/collections/cases/items?datetime={value}").get_json()
+    assert page["numberMatched"] == 0 and page["features"] == []
+
+
+# offset had no upper bound: past 64 bits SQLite raised OverflowError, past 4,300 digits
+# int() a ValueError. It stops at 1,000,000,000, like /api/v1's.
+@pytest.mark.parametrize("value", ["9223372036854775808", "1000000001", "1" * 5000,
+                                   "-9223372036854775809", "%D9%A3"])
+@pytest.mark.parametrize("collection", ["grid", "cases"])
+def test_offsets_out_of_range_are_400_naming_offset(ogc, collection, value):
+    _refused(ogc, f"/ogc/collections/{collection}/items?offset={value}", "offset")
+
+
+def test_the_largest_offset_and_huge_limits_still_work(ogc):
+    page = get(ogc, "/ogc/collections/cases/items?offset=1000000000").get_json()
+    assert page["numberReturned"] == 0 and page["numberMatched"] > 0
+    for limit in ("9223372036854775808", "1" * 5000):  # lowered to the maximum
+        page = get(ogc, f"/ogc/collections/cases/items?limit={limit}").get_json()
+        assert page["numberReturned"] == page["numberMatched"]
+    _refused(ogc, "/ogc/collections/cases/items?limit=-" + "1" * 5000, "limit")
+
+
+# A case id no case can have (other scripts' digits, past the store's 32-bit ids).
+@pytest.mark.parametrize("fid", ["%C2%B2", "%D9%A3", "2147483648", "9223372036854775808",
+                                 "1" * 5000])
+def test_case_ids_that_cannot_exist_are_404(ogc, fid):
+    assert get(ogc, f"/ogc/collections/cases/items/{fid}", 404).get_json()["code"] == \
+        "NotFound"
+
+
 @pytest.mark.parametrize("url", ["/ogc/?foo=1", "/ogc/conformance?limit=5",
                                  "/ogc/collections?f=html", "/ogc/collections/grid?bbox=1",
                                  "/ogc/collections/grid/items/451102003001001?limit=1"])

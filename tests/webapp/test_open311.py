@@ -461,6 +461,68 @@ def test_bad_filters_are_400(public_client, query):
     spec_error(public_client.get(f"{BASE}/requests.json?{query}"), 400)
 
 
+# Past datetime's own range (years 1–9999) once shifted to UTC or by the 90-day window:
+# each was an OverflowError (a 500).
+@pytest.mark.parametrize(("query", "param"), [
+    ("start_date=9999-12-31", "start_date"), ("end_date=0001-01-01", "end_date"),
+    ("start_date=0001-01-01T00:00:00%2B01:00", "start_date"),
+    ("end_date=9999-12-31T23:59:59-01:00", "end_date"),
+    ("start_date=1899-12-31T23:59:59Z", "start_date"), ("end_date=3000-01-01", "end_date"),
+])
+def test_dates_out_of_range_are_400_naming_the_parameter(public_client, query, param):
+    description = spec_error(public_client.get(f"{BASE}/requests.json?{query}"), 400)
+    assert param in description and "1900" in description and "2999" in description
+
+
+@pytest.mark.parametrize("query", [
+    "start_date=2999-12-31", "start_date=2999-12-31T23:59:59-12:00", "end_date=1900-01-01",
+    "start_date=1900-01-01T00:00:00%2B01:00",
+    "start_date=2999-10-03T00:00:00Z&end_date=2999-12-31T23:59:59Z",
+])
+def test_extreme_dates_in_range_are_an_empty_list(public_client, query):
+    r = public_client.get(f"{BASE}/requests.json?{query}")
+    assert r.status_code == 200 and json_body(r) == []
+
+
+# An id no case can have (past the store's 32-bit ids; over 64 bits SQLite raised
+# OverflowError, over 4,300 digits int() a ValueError) is simply not found.
+HUGE_IDS = ["99999999999999999999999", "9223372036854775808", "2147483648", "1" * 5000]
+
+
+@pytest.mark.parametrize("rid", HUGE_IDS)
+def test_ids_no_case_can_have_are_not_found(public_client, rid):
+    assert json_body(public_client.get(f"{BASE}/requests.json?service_request_id={rid}")) == []
+    description = spec_error(public_client.get(f"{BASE}/requests/{rid}.json"), 404)
+    assert "service_request_id" in description
+    description = spec_error(public_client.get(f"{BASE}/tokens/{rid}.xml"), 404, "xml")
+    assert "token" in description
+
+
+def test_a_huge_id_beside_a_real_one_still_finds_the_real_one(public_client, key):
+    rid = new_id(public_client, key)
+    reqs = json_body(public_client.get(
+        f"{BASE}/requests.json?service_request_id={rid},99999999999999999999999"))
+    assert [q["service_request_id"] for q in reqs] == [rid]
+
+
+# Digits of other scripts: "²" passes str.isdigit() but int() refuses it (a 500); "٣" int()
+# reads as 3. Only 0-9 are digits here.
+@pytest.mark.parametrize(("url", "status", "param"), [
+    ("/requests.json?service_request_id=%C2%B2", 400, "service_request_id"),
+    ("/requests.json?service_request_id=1,%D9%A3", 400, "service_request_id"),
+    ("/requests/%C2%B2.json", 404, "service_request_id"),
+    ("/requests/%D9%A3.json", 404, "service_request_id"),
+    ("/tokens/%C2%B2.json", 404, "token"),
+    ("/requests.json?page=%D9%A3", 400, "page"),
+    ("/requests.json?page_size=%C2%B2", 400, "page_size"),
+    ("/requests.json?page=1_0", 400, "page"),
+    ("/requests.json?page=" + "9" * 5000, 400, "page"),
+    ("/requests.json?start_date=%D9%A2%D9%A0%D9%A2%D9%A5-01-01", 400, "start_date"),
+])
+def test_only_ascii_digits_are_numbers(public_client, url, status, param):
+    assert param in spec_error(public_client.get(BASE + url), status)
+
+
 def test_one_request_json_and_xml(public_client, key):
     rid = new_id(public_client, key)
     (req,) = json_body(public_client.get(f"{BASE}/requests/{rid}.json"))
