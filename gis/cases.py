@@ -122,6 +122,19 @@ def parse_holidays(text: str | None) -> frozenset:
     return frozenset(out)
 
 
+def report_fingerprint(payload: object, photos: list[bytes] = ()) -> str:
+    """SHA-256 (hex) of a report as sent: its fields (key order aside) and its photos. An
+    Idempotency-Key remembers it, so a retry is told from another report with the key."""
+    import hashlib
+
+    import orjson
+
+    h = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS))
+    for blob in photos:
+        h.update(hashlib.sha256(blob).digest())
+    return h.hexdigest()
+
+
 def utcnow() -> datetime:
     """Naive UTC now: all stored timestamps are naive UTC."""
     return datetime.now(UTC).replace(tzinfo=None)

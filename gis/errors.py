@@ -37,11 +37,26 @@ class InvalidInput(HemeiError):
     code = "invalid_input"
 
 
+class UnsupportedMediaType(InvalidInput):
+    """The body is declared as a format this endpoint does not read (415)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class OutsideJurisdiction(InvalidInput):
     """A point lies outside every active boundary (422: well-formed but not ours)."""
 
     status = 422
     code = "outside_jurisdiction"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """An Idempotency-Key sent again with a different request (422, as the IETF
+    Idempotency-Key draft says): answering with the first result would lose this one."""
+
+    status = 422
+    code = "idempotency_key_reused"
 
 
 class NotFound(HemeiError):

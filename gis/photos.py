@@ -78,6 +78,8 @@ MAX_BYTES = 10 * MB
 #: Default upper bound on width x height.  Decoding needs up to 4 bytes per pixel, so
 #: this caps one decode at about 160 MB of memory.
 MAX_PIXELS = 40_000_000
+#: Photos one report or one step may carry (the request size limit allows for them).
+MAX_PHOTOS = 3
 #: Long side of the stored image; enough to read a meter or a crack, small on disk.
 FULL_MAX_SIDE = 2560
 #: Long side of the thumbnail shown in lists and map pop-ups.

@@ -25,9 +25,23 @@ from gis.cases import (
     utcnow,
 )
 from gis.catalogue import get_category, load_catalogue
-from gis.errors import Conflict, Forbidden, InvalidInput, LayerError, OutsideJurisdiction
+from gis.errors import (
+    Conflict,
+    Forbidden,
+    IdempotencyKeyReused,
+    InvalidInput,
+    LayerError,
+    NotFound,
+    OutsideJurisdiction,
+)
 from gis.locate import Locator, check_lon_lat
-from gis.storage import CaseStore, StaleLayers, open_store
+from gis.storage import (
+    CaseStore,
+    IdempotencyKey,
+    IdempotentReplay,
+    StaleLayers,
+    open_store,
+)
 
 # The order a demo case walks through the skeleton's flow to reach its status.
 _PATH = {
@@ -208,12 +222,14 @@ class Hemei:
 
     def report(self, payload: object, actor: str = "anonymous", *,
                photos: list[bytes] | None = None, extra: dict | None = None,
-               compound: str | None = None, idempotency: tuple[int, str] | None = None):
+               compound: str | None = None, idempotency: tuple | None = None):
         """Validate, locate and store a new case (with its photos, all or nothing).
         Raises ``InvalidInput`` naming the bad field, or ``OutsideJurisdiction`` for a
         point outside the street (or outside ``compound`` when a report is scoped).
-        ``idempotency`` = (user id, Idempotency-Key): if that key already made a case,
-        :class:`gis.storage.IdempotentReplay` names it and nothing new is stored."""
+        ``idempotency`` = (user id, Idempotency-Key[, fingerprint]): if that key already
+        made a case, :class:`gis.storage.IdempotentReplay` names it and nothing new is
+        stored; if it came with another report (a different fingerprint, see
+        :func:`gis.cases.report_fingerprint`), ``IdempotencyKeyReused`` (422)."""
         # No look-up of the key first: the key is inserted in the case's transaction under
         # a unique constraint, so a replay fails there, is rolled back and named
         # (IdempotentReplay) — one query fewer on every report (bench/intake.py).
@@ -257,6 +273,15 @@ class Hemei:
                         new, chain, self.due(utcnow(), new.category), actor=actor,
                         extra=extra, photo_rows=rows, idempotency=idempotency,
                         grid_version=grid_version)
+                except IdempotentReplay as replay:
+                    sent = IdempotencyKey(*idempotency).fingerprint
+                    if None not in (sent, replay.fingerprint) and sent != replay.fingerprint:
+                        raise IdempotencyKeyReused(
+                            f"this Idempotency-Key was already used for another report "
+                            f"(case {replay.case_id}); send a new key with a new report",
+                            field="Idempotency-Key",
+                            details={"case_id": replay.case_id}) from None
+                    raise
                 except StaleLayers:
                     if attempt == 2:
                         raise Conflict("the boundary layers changed while this report was "
@@ -268,8 +293,10 @@ class Hemei:
     # -- photos -----------------------------------------------------------------
     def _store_photos(self, blobs: list[bytes], role: str) -> tuple[list[dict], list[str]]:
         """Validate every photo first (nothing is written if one is bad), then store."""
-        from gis.photos import prepare_photo
+        from gis.photos import MAX_PHOTOS, prepare_photo
 
+        if len(blobs) > MAX_PHOTOS:
+            raise InvalidInput(f"at most {MAX_PHOTOS} photos, got {len(blobs)}", field="photos")
         limit = int(float(self.settings.get("MAX_PHOTO_MB") or 10) * 1024 * 1024)
         prepared = [prepare_photo(b, max_bytes=limit) for b in blobs]
         rows, keys = [], []
@@ -299,15 +326,24 @@ class Hemei:
     def move(self, user, case_id: int, payload: object, photos: list[bytes] | None = None):
         """Apply a transition for ``user`` (role and scope checked in the transaction).
         Returns ``(case, warnings)``."""
-        from gis.workflow import authorize_move, parse_move, plan_move
+        from gis.workflow import authorize_move, check_due, parse_move, plan_move
 
         move = parse_move(payload)
+        if move.to == "dispatched":
+            self._check_assignees(move)
         case = self.store.get_case(case_id)
         changes, data, warnings = plan_move(user, case.to_dict() | {"lon": case.lon,
                                                                    "lat": case.lat}, move)
         if move.to == "resolved" and not (move.note or photos):
             raise InvalidInput("resolving needs evidence: an 'after' photo or a note",
                                field="photos")
+        now = utcnow()
+
+        def check(row):
+            authorize_move(user, row, move.to)
+            if move.due_at is not None:
+                check_due(move.due_at, row["due_at"], now, extending=False)
+
         rows, keys = self._store_photos(photos or [], role="after" if move.to == "resolved"
                                         else "before")
         if rows:
@@ -316,12 +352,34 @@ class Hemei:
             case = self.store.transition(
                 case_id, move.to, actor=user.display_name, note=move.note,
                 expected_version=move.version, changes=changes, data=data or None,
-                lon=move.lon, lat=move.lat, photo_rows=rows,
-                check=lambda row: authorize_move(user, row, move.to))
+                lon=move.lon, lat=move.lat, photo_rows=rows, check=check)
         except Exception:
             self._forget_photos(keys)
             raise
         return case, warnings
+
+    def _check_assignees(self, move) -> None:
+        """A dispatch goes to an organisation and/or a field worker that exist and can
+        act on it: otherwise the case would wait on no one."""
+        if move.assignee_org is not None:
+            try:
+                self.accounts.org(move.assignee_org)
+            except NotFound:
+                raise InvalidInput(f"assignee_org: there is no organisation with id "
+                                   f"{move.assignee_org}", field="assignee_org") from None
+        if move.assignee_user is None:
+            return
+        try:
+            worker = self.accounts.get(move.assignee_user)
+        except NotFound:
+            raise InvalidInput(f"assignee_user: there is no user with id "
+                               f"{move.assignee_user}", field="assignee_user") from None
+        if worker.role != "field_staff" or not worker.active:
+            raise InvalidInput(f"assignee_user: {worker.username} is not an active field "
+                               "staff account", field="assignee_user")
+        if move.assignee_org is not None and worker.org_id != move.assignee_org:
+            raise InvalidInput(f"assignee_user: {worker.username} does not belong to "
+                               f"organisation {move.assignee_org}", field="assignee_user")
 
     def add_comment(self, user, case_id: int, note: str, photos: list[bytes] | None = None,
                     data: dict | None = None):
@@ -351,23 +409,22 @@ class Hemei:
 
     def extend(self, user, case_id: int, payload: object):
         """Set a new due date with a reason (延期); counted on the case."""
-        from gis.workflow import authorize_move, parse_datetime
+        from gis.workflow import authorize_move, check_due, parse_datetime, text_value
 
         if not isinstance(payload, dict):
             raise InvalidInput("the body must be a JSON object", field="body")
         due = parse_datetime(payload.get("due_at"), "due_at")
-        reason = str(payload.get("reason") or "").strip()
+        reason = text_value(payload.get("reason"), "reason")
         if not reason:
             raise InvalidInput("an extension needs a reason", field="reason")
+        now = utcnow()
 
         def check(row):
             authorize_move(user, row, "reopened")  # same people who check the work
             if row["status"] not in OPEN_STATUSES:
                 raise Conflict(f"only an open case can be extended; this one is "
                                f"{row['status']!r}")
-            if row["due_at"] is not None and due <= row["due_at"]:
-                raise InvalidInput("the new due date must be later than the current one "
-                                   f"({row['due_at']:%Y-%m-%d %H:%M})", field="due_at")
+            check_due(due, row["due_at"], now, extending=True)
 
         case = self.store.get_case(case_id)
         return self.store.update_case(
@@ -379,22 +436,25 @@ class Hemei:
     def set_needs(self, user, case_id: int, payload: object):
         """Put a case on the needs list (fix now / long term) and publish it for partner
         units to claim, or take it off."""
-        from gis.workflow import authorize_move, needs_kind
+        from gis.workflow import authorize_move, bool_value, needs_kind, text_value
 
         if not isinstance(payload, dict):
             raise InvalidInput("the body must be a JSON object", field="body")
         kind = needs_kind(payload.get("kind"))
-        publish = bool(payload.get("publish")) and kind is not None
+        publish = bool_value(payload.get("publish"), "publish") and kind is not None
+        note = text_value(payload.get("note"), "note")
 
         def check(row):
             authorize_move(user, row, "dispatched")
+            if kind is not None and row["status"] not in OPEN_STATUSES:
+                raise Conflict("only an open case can go on the needs list; this one is "
+                               f"{row['status']!r}")
             if publish and row["status"] != "filed":
                 raise Conflict("only a filed case can be published for claiming; this one "
                                f"is {row['status']!r}")
 
         return self.store.update_case(
-            case_id, actor=user.display_name, kind="needs",
-            note=str(payload.get("note") or ""),
+            case_id, actor=user.display_name, kind="needs", note=note,
             changes={"needs_kind": kind, "published": publish},
             data={"kind": kind, "published": publish}, check=check)
 

@@ -25,6 +25,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import datetime
+from typing import NamedTuple
 
 import geopandas as gpd
 import pandas as pd
@@ -38,7 +39,7 @@ try:
 except ImportError:  # Windows: SQLite's busy handler alone
     fcntl = None
 
-from gis.cases import OPEN_STATUSES, Case, NewCase, check_transition, utcnow
+from gis.cases import FINAL_STATUSES, OPEN_STATUSES, Case, NewCase, check_transition, utcnow
 from gis.errors import Conflict, InvalidInput, NotFound
 from gis.process import PerProcess
 
@@ -159,6 +160,9 @@ idempotency_keys = sa.Table(
     sa.Column("key", sa.String(100), nullable=False),
     sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    # SHA-256 (hex) of the report the key came with: the same key with another report is
+    # refused, not answered with the first case (migration 0003; None for older keys).
+    sa.Column("fingerprint", sa.String(64), nullable=True),
     sa.PrimaryKeyConstraint("user_id", "key", name="pk_idempotency_keys"),
 )
 
@@ -184,12 +188,23 @@ class LayerSave:
     outside: list[int] = dc_field(default_factory=list)
 
 
-class IdempotentReplay(Exception):
-    """The (user, Idempotency-Key) already made a case: ``case_id`` is that case."""
+class IdempotencyKey(NamedTuple):
+    """An Idempotency-Key as the store records it: whose, the key, and the fingerprint
+    of the report it came with (None: not compared)."""
 
-    def __init__(self, case_id: int):
+    user_id: int
+    key: str
+    fingerprint: str | None = None
+
+
+class IdempotentReplay(Exception):
+    """The (user, Idempotency-Key) already made a case: ``case_id`` is that case, and
+    ``fingerprint`` what the key first came with (None for keys stored before 0003)."""
+
+    def __init__(self, case_id: int, fingerprint: str | None = None):
         super().__init__(f"idempotency key already used for case {case_id}")
         self.case_id = case_id
+        self.fingerprint = fingerprint
 
 
 LEVELS = ("street", "community", "compound", "grid")
@@ -203,7 +218,7 @@ _INSERT_PHOTO = sa.insert(photos)
 _INSERT_KEY = sa.insert(idempotency_keys)
 _BUMP = (sa.update(meta_table).where(meta_table.c.key == "data_version")
          .values(value=sa.cast(sa.cast(meta_table.c.value, sa.Integer) + 1, sa.String)))
-_KEY_CASE = sa.select(idempotency_keys.c.case_id).where(
+_KEY_CASE = sa.select(idempotency_keys.c.case_id, idempotency_keys.c.fingerprint).where(
     idempotency_keys.c.user_id == sa.bindparam("uid"),
     idempotency_keys.c.key == sa.bindparam("key"))
 _ACTIVE_GRID_ID = sa.select(layer_versions.c.id).where(layer_versions.c.level == "grid",
@@ -241,10 +256,11 @@ def _report_cte(case_cols: list[str], event_cols: list[str]) -> sa.Select:
                       sa.select(c.c.id, *_binds("e_", case_events, event_cols)))
          .returning(case_events.c.id).cte("e"))
     k = (sa.insert(idempotency_keys)
-         .from_select(["user_id", "key", "case_id", "created_at"],
+         .from_select(["user_id", "key", "case_id", "created_at", "fingerprint"],
                       sa.select(sa.bindparam("k_user_id", type_=sa.Integer),
                                 sa.bindparam("k_key", type_=sa.String), c.c.id,
-                                sa.bindparam("k_created_at", type_=sa.DateTime))
+                                sa.bindparam("k_created_at", type_=sa.DateTime),
+                                sa.bindparam("k_fingerprint", type_=sa.String))
                       .where(sa.bindparam("k_use", type_=sa.Boolean)))
          .cte("k"))
     # The data version's share this report moves: one of DATA_VERSION_SLOTS rows, made
@@ -439,11 +455,12 @@ class SqlCaseStore(CaseStore):
         """Store ``layers`` (level → GeoDataFrame in EPSG:4326) as new active versions,
         all in one transaction.
 
-        With ``relocate`` (``Locator.locate_many`` over the new active layers) the open
-        cases are located again in the same transaction: those whose street, community,
-        compound or grid changed get the new codes, a new ``row_version`` (a worker
-        acting on the old assignment gets a 409) and a ``relocation`` event keeping the
-        old codes in their history. Closed cases keep the codes they were handled under.
+        With ``relocate`` (``Locator.locate_many`` over the new active layers) every case
+        not yet closed (open, or resolved and waiting for the grid worker's check) is
+        located again in the same transaction: those whose street, community, compound
+        or grid changed get the new codes, a new ``row_version`` (a worker acting on the
+        old assignment gets a 409) and a ``relocation`` event keeping the old codes in
+        their history. Closed cases keep the codes they were handled under.
         Any failure rolls back everything: layers, codes and events."""
         now = utcnow()
         with self._write() as conn:
@@ -486,7 +503,8 @@ class SqlCaseStore(CaseStore):
         found = conn.execute(
             sa.select(cases.c.id, cases.c.lon, cases.c.lat, cases.c.status,
                       *(cases.c[c] for c in code_cols))
-            .where(cases.c.status.in_(sorted(OPEN_STATUSES))).order_by(cases.c.id)
+            # Resolved cases too: the check that closes them is the new grid's to make.
+            .where(cases.c.status.not_in(FINAL_STATUSES)).order_by(cases.c.id)
         ).all()
         out.checked = len(found)
         if not found:
@@ -505,8 +523,10 @@ class SqlCaseStore(CaseStore):
                                                      layer_versions.c.active.is_(True))
             ).scalar()
         if moved.any():
-            olds = old.loc[moved, code_cols].to_dict("records")
-            news = new.loc[moved, code_cols].to_dict("records")
+            # None, not NaN, for a level with no feature there (no compound): NaN is no
+            # JSON, and the events' data must stay JSON.
+            olds = _records(old.loc[moved, code_cols])
+            news = _records(new.loc[moved, code_cols])
             ids = old.loc[moved, "id"].astype(int).tolist()
             statuses = old.loc[moved, "status"].tolist()
             b = sa.bindparam
@@ -570,16 +590,19 @@ class SqlCaseStore(CaseStore):
     def create_case(self, new: NewCase, chain: dict, due_at: datetime | None,
                     actor: str = "system", *, extra: dict | None = None,
                     photo_rows: list[dict] | None = None,
-                    idempotency: tuple[int, str] | None = None,
+                    idempotency: tuple | None = None,
                     grid_version: int | None = None) -> Case:
         """Insert a case, its first history event and its photos in one transaction.
         ``extra`` holds further column values (tracking code, reporter, needs kind …).
-        ``idempotency`` = (user id, key) is recorded in the same transaction; if that key
-        was already used (a concurrent retry won), nothing is written and
-        :class:`IdempotentReplay` names the winner's case. ``grid_version`` is the grid
+        ``idempotency`` = (user id, key[, fingerprint]) (:class:`IdempotencyKey`) is
+        recorded in the same transaction; if that key was already used (a retry, or a
+        concurrent one that won), nothing is written and :class:`IdempotentReplay` names
+        the first case and what the key first came with. ``grid_version`` is the grid
         layer version ``chain`` was located against: if another is active by the time
         the transaction runs, nothing is written and :class:`StaleLayers` says so."""
         now = new.created_at or utcnow()
+        if idempotency is not None:
+            idempotency = IdempotencyKey(*idempotency)
         values = {
             "category": new.category, "title": new.title, "description": new.description,
             "lon": new.lon, "lat": new.lat, **self._chain_values(chain),
@@ -600,10 +623,11 @@ class SqlCaseStore(CaseStore):
                                                   grid_version, now)
         except sa.exc.IntegrityError:
             # Rolled back. A concurrent request with the same key won: name its case.
-            winner = self.idempotent_case_id(*idempotency) if idempotency else None
+            winner = (self._idempotent_row(idempotency.user_id, idempotency.key)
+                      if idempotency else None)
             if winner is None:
                 raise
-            raise IdempotentReplay(winner) from None
+            raise IdempotentReplay(*winner) from None
         # What was written, without reading it back (the row is exactly these values).
         case = self._row_to_case({**dict.fromkeys(_CASE_COLS), **values, "id": cid})
         case.history = [{"id": eid, "at": now, "actor": actor, "from": None, "to": "reported",
@@ -625,13 +649,12 @@ class SqlCaseStore(CaseStore):
                 conn.execute(_INSERT_PHOTO, {**p, "case_id": cid, "event_id": eid,
                                              "created_at": now})
             if idempotency is not None:
-                conn.execute(_INSERT_KEY, {"user_id": idempotency[0],
-                                           "key": idempotency[1], "case_id": cid,
+                conn.execute(_INSERT_KEY, {**idempotency._asdict(), "case_id": cid,
                                            "created_at": utcnow()})
             self._bump(conn)
         return cid, eid
 
-    def _insert_report(self, values: dict, event: dict, idempotency: tuple[int, str] | None,
+    def _insert_report(self, values: dict, event: dict, idempotency: IdempotencyKey | None,
                        grid_version: int) -> tuple[int, int]:
         """The backend's fast path for :meth:`create_case` (no photos, a grid version to
         check): the same rows, checks and errors as :meth:`_insert_case_core`."""
@@ -648,8 +671,13 @@ class SqlCaseStore(CaseStore):
 
     def idempotent_case_id(self, user_id: int, key: str) -> int | None:
         """The case that ``user_id``'s request with Idempotency-Key ``key`` made."""
+        row = self._idempotent_row(user_id, key)
+        return None if row is None else row[0]
+
+    def _idempotent_row(self, user_id: int, key: str) -> tuple[int, str | None] | None:
         with self._read() as conn:
-            return conn.execute(_KEY_CASE, {"uid": user_id, "key": key}).scalar()
+            row = conn.execute(_KEY_CASE, {"uid": user_id, "key": key}).first()
+        return None if row is None else (row[0], row[1])
 
     def find_by_tracking_code(self, code: str) -> Case:
         """The case with this resident tracking code; ``NotFound`` otherwise."""
@@ -893,6 +921,11 @@ def _scalar_default(column: sa.Column):
     return d.arg if d is not None and d.is_scalar else None
 
 
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as dicts with None where pandas holds NaN."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
 def _str_or_none(value) -> str | None:
     return None if value is None or pd.isna(value) else str(value)
 
@@ -1030,7 +1063,7 @@ class SqliteCaseStore(SqlCaseStore):
         if self._stamp_path is not None:
             touch_accounts_stamp(self._stamp_path)
 
-    def _insert_report(self, values: dict, event: dict, idempotency: tuple[int, str] | None,
+    def _insert_report(self, values: dict, event: dict, idempotency: IdempotencyKey | None,
                        grid_version: int) -> tuple[int, int]:
         """The report's statements on the DBAPI connection, committed together with the
         reports other threads of this process are waiting to write (group commit, see
@@ -1048,8 +1081,8 @@ class SqliteCaseStore(SqlCaseStore):
         report = _PendingReport(
             p_case.parameters({f"c_{k}": values.get(k) for k in case_cols}),
             list(p_event.parameters(event)),  # the case id is set when it is known
-            None if idempotency is None else {"user_id": idempotency[0],
-                                              "key": idempotency[1], "created_at": utcnow()})
+            None if idempotency is None else {**idempotency._asdict(),
+                                              "created_at": utcnow()})
         group = self._group
         with group:
             self._queue.append(report)
@@ -1108,7 +1141,7 @@ class SqliteCaseStore(SqlCaseStore):
         and every report in it gets that error."""
         p_case, p_event = self._prepared_cache["case"], self._prepared_cache["event"]
         p_key = self._prepared("key", lambda: (
-            _INSERT_KEY, ["user_id", "key", "case_id", "created_at"]))
+            _INSERT_KEY, ["user_id", "key", "case_id", "created_at", "fingerprint"]))
         p_bump = self._prepared("bump", lambda: (_BUMP, None))
         bump_params = p_bump.parameters({})
         case_id_at = p_event.names.index("case_id")
@@ -1260,7 +1293,7 @@ class PostgisCaseStore(SqlCaseStore):
                     except self.engine.dialect.loaded_dbapi.Error:
                         pass  # broken: the error that broke it is on its way up
 
-    def _insert_report(self, values: dict, event: dict, idempotency: tuple[int, str] | None,
+    def _insert_report(self, values: dict, event: dict, idempotency: IdempotencyKey | None,
                        grid_version: int) -> tuple[int, int]:
         """The report in one statement (:func:`_report_cte`), one round trip in
         autocommit, instead of BEGIN, five statements and COMMIT."""
@@ -1271,8 +1304,9 @@ class PostgisCaseStore(SqlCaseStore):
         params.update({f"e_{k}": v for k, v in event.items()})
         params["b_slot"] = f"data_version.{random.randrange(DATA_VERSION_SLOTS)}"
         params.update({"k_use": idempotency is not None,
-                       "k_user_id": idempotency[0] if idempotency else None,
-                       "k_key": idempotency[1] if idempotency else None,
+                       "k_user_id": idempotency.user_id if idempotency else None,
+                       "k_key": idempotency.key if idempotency else None,
+                       "k_fingerprint": idempotency.fingerprint if idempotency else None,
                        "k_created_at": utcnow()})
         with self._dbapi() as dbc:
             row = p.first(dbc.cursor(), params)

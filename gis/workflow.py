@@ -14,8 +14,10 @@ and the row version:
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from gis.accounts import User
 from gis.cases import NEEDS_KINDS, STATUSES, Case, allowed_transitions
@@ -105,17 +107,46 @@ class Move:
     version: int | None = None
 
 
-def _opt_int(payload: dict, name: str) -> int | None:
-    v = payload.get(name)
-    if v in (None, ""):
+def int_value(value: object, name: str, lo: int = -(2**31), hi: int = 2**31 - 1) -> int | None:
+    """An integer id or version from JSON (a number) or a form (ASCII digits); None when
+    absent. Refuses what is no whole number instead of rounding it (``2.9``, ``true``,
+    ``"²"``), and what lies outside ``[lo, hi]`` (the store's integer columns)."""
+    if value is None or value == "":
         return None
-    try:
-        out = int(v)
-    except (TypeError, ValueError, OverflowError):
-        raise InvalidInput(f"{name} must be an integer id", field=name) from None
-    if not -(2**31) <= out < 2**31:
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value):
+        value = int(value)
+    elif isinstance(value, float) and (value.is_integer() or math.isinf(value)):
+        # A huge JSON integer arrives as a float (webapp.api._json_int): out of range.
+        if not lo <= value <= hi:
+            raise InvalidInput(f"{name} is out of range", field=name)
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{name} must be an integer id", field=name)
+    if not lo <= value <= hi:
         raise InvalidInput(f"{name} is out of range", field=name)
-    return out
+    return value
+
+
+_INT_TEXT = re.compile(r"\s*-?[0-9]{1,20}\s*")
+
+
+def text_value(value: object, name: str, limit: int = 4000) -> str:
+    """Optional free text (a note, a reason), stripped; refuses a non-string and text
+    over ``limit`` characters, naming the field."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > limit:
+        raise InvalidInput(f"{name} must be text of at most {limit} characters", field=name)
+    return value.strip()
+
+
+def bool_value(value: object, name: str) -> bool:
+    """An optional JSON boolean (absent or null is false); ``"false"`` is no boolean."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name} must be true or false", field=name)
+    return value
 
 
 def parse_datetime(value: object, field: str) -> datetime:
@@ -126,10 +157,37 @@ def parse_datetime(value: object, field: str) -> datetime:
         raise InvalidInput(f"{field} must be an ISO 8601 date-time", field=field)
     try:
         dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        # Year 1 or 9999 with an offset leaves datetime's range (OverflowError).
+        dt = dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
+    except (ValueError, OverflowError):
         raise InvalidInput(f"{field} must be an ISO 8601 date-time, got {value!r}",
                            field=field) from None
-    return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
+    return dt
+
+
+#: How far ahead a due date may be set (a transition's or an extension's).
+MAX_DUE_AHEAD = timedelta(days=731)
+
+
+def check_due(due: datetime, current: datetime | None, now: datetime, *,
+              extending: bool) -> None:
+    """A new due date: in the future and at most two years ahead. An extension moves it
+    later; a transition may only bring it forward, because moving it later is what an
+    extension is for (with a reason, and counted on the case)."""
+    if due <= now:
+        raise InvalidInput("due_at must be in the future", field="due_at")
+    if due > now + MAX_DUE_AHEAD:
+        raise InvalidInput("due_at may be at most two years ahead", field="due_at")
+    if current is None:
+        return
+    if extending and due <= current:
+        raise InvalidInput("the new due date must be later than the current one "
+                           f"({current:%Y-%m-%d %H:%M} UTC)", field="due_at")
+    if not extending and due > current:
+        raise InvalidInput(
+            f"a transition may only bring the due date forward (it is now "
+            f"{current:%Y-%m-%d %H:%M} UTC); to move it later, extend the case with a "
+            "reason (POST …/extension)", field="due_at")
 
 
 def parse_move(payload: object) -> Move:
@@ -139,15 +197,12 @@ def parse_move(payload: object) -> Move:
     to = payload.get("to")
     if not isinstance(to, str) or to not in STATUSES:
         raise InvalidInput(f"to must be one of: {', '.join(STATUSES)}", field="to")
-    note = payload.get("note") or ""
-    if not isinstance(note, str) or len(note) > 4000:
-        raise InvalidInput("note must be text of at most 4000 characters", field="note")
-    move = Move(to=to, note=note.strip())
+    move = Move(to=to, note=text_value(payload.get("note"), "note"))
     if payload.get("lon") not in (None, "") or payload.get("lat") not in (None, ""):
         move.lon, move.lat = check_lon_lat(payload.get("lon"), payload.get("lat"))
-    move.assignee_org = _opt_int(payload, "assignee_org")
-    move.assignee_user = _opt_int(payload, "assignee_user")
-    move.version = _opt_int(payload, "version")
+    move.assignee_org = int_value(payload.get("assignee_org"), "assignee_org")
+    move.assignee_user = int_value(payload.get("assignee_user"), "assignee_user")
+    move.version = int_value(payload.get("version"), "version")
     if payload.get("due_at") not in (None, ""):
         move.due_at = parse_datetime(payload.get("due_at"), "due_at")
     line = payload.get("line")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import PurePath
 
 from flask import Blueprint, current_app, jsonify, request
 
-from gis.cases import STATUSES, Case, allowed_transitions, status_label
+from gis.cases import STATUSES, Case, allowed_transitions, report_fingerprint, status_label
 from gis.catalogue import get_category
-from gis.errors import Conflict, InvalidInput, NotFound
+from gis.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
 from gis.geojson import feature_collection
 from gis.locate import check_lon_lat
 from gis.storage import LEVELS
@@ -97,12 +99,20 @@ def case_feature(case: Case, *, history: bool = False, staff: bool = False,
     props["status_name"] = {"zh": status_label(case.status, "zh"),
                             "en": status_label(case.status, "en")}
     if history:
-        props["history"] = [
-            {k: v for k, v in ev.items() if staff or k not in ("actor", "id")}
-            for ev in d["history"]]
+        props["history"] = [ev if staff else _public_event(ev) for ev in d["history"]]
     return {"type": "Feature", "id": case.id,
             "geometry": {"type": "Point", "coordinates": [case.lon, case.lat]},
             "properties": props}
+
+
+def _public_event(ev: dict) -> dict:
+    """A history event as the public sees it: no actor, no event id, and no staff
+    fields in its data (a dispatch names the field worker's account)."""
+    out = {k: v for k, v in ev.items() if k not in ("actor", "id")}
+    data = out.get("data")
+    if isinstance(data, dict) and any(k in data for k in STAFF_FIELDS):
+        out["data"] = {k: v for k, v in data.items() if k not in STAFF_FIELDS}
+    return out
 
 
 @bp.get("/locate")
@@ -125,10 +135,19 @@ def locate():
 def list_layers():
     """The boundary levels and their active versions."""
     versions = [
-        {k: (v.isoformat() + "Z" if k == "created_at" else v) for k, v in row.items()}
+        {k: _layer_field(k, v) for k, v in row.items()}
         for row in hemei().store.layer_versions() if row["active"]
     ]
     return jsonify({"layers": versions})
+
+
+def _layer_field(key: str, value):
+    if key == "created_at":
+        return value.isoformat() + "Z"
+    if key == "source" and value:
+        # Where the file was on the server is nobody's business: its name says enough.
+        return PurePath(str(value)).name
+    return value
 
 
 @bp.get("/layers/<layer>")
@@ -254,8 +273,11 @@ def get_issue(case_id: int):
     rep = user is not None and can_see_reporter(user, case)
     resp = jsonify(case_feature(case, history=True, staff=staff, reporter=rep)
                    | ({"allowed": allowed_for(user, case)} if user else {}))
-    resp.set_etag(f"{case.id}-{case.row_version}-{int(staff)}{int(rep)}")
-    return resp.make_conditional(request)
+    # The body depends on the reader (staff fields, the moves they may make) and on the
+    # clock (overdue): the ETag is the body's own hash (webapp.apidoc), not the row
+    # version, and caches keep readers apart.
+    resp.vary.update(("Authorization", "Cookie"))
+    return resp
 
 
 INT64 = (-(2**63), 2**63 - 1)
@@ -271,14 +293,46 @@ def _json_int(text: str) -> int | float:
 
 
 def json_body() -> object:
-    """The request's JSON body; ``InvalidInput`` (field ``body``) if empty or not JSON."""
+    """The request's JSON body; ``InvalidInput`` (field ``body``) if empty or not JSON,
+    ``UnsupportedMediaType`` if it is declared as something else."""
+    mimetype = request.mimetype
+    if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType(f"send the body as JSON (Content-Type: application/json), "
+                                   f"not {mimetype}", field="Content-Type")
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise InvalidInput("the request body is empty; send a JSON object", field="body")
     try:
-        return json.loads(raw, parse_int=_json_int)
+        body = json.loads(raw, parse_int=_json_int)
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("the request body is not valid JSON", field="body") from None
+    except RecursionError:
+        raise InvalidInput("the request body is nested too deeply", field="body") from None
+    if _SURROGATE_ESCAPE.search(raw):
+        _refuse_lone_surrogates(body)
+    return body
+
+
+# A "\ud800"-style escape: JSON may encode half a UTF-16 pair, which no database can store.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(value: object, field: str = "body") -> None:
+    """Refuse text holding half a surrogate pair (a pair decodes to one character and
+    passes), naming the field: the store would fail on it later, with a 500."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{field} holds an unpaired surrogate (\\ud800–\\udfff), "
+                               "which is not text", field=field) from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_lone_surrogates(k, field)
+            _refuse_lone_surrogates(v, k if field == "body" else field)
+    elif isinstance(value, list):
+        for v in value:
+            _refuse_lone_surrogates(v, field)
 
 
 def body_and_photos() -> tuple[object, list[bytes]]:
@@ -290,32 +344,10 @@ def body_and_photos() -> tuple[object, list[bytes]]:
             if form.get(k):
                 try:
                     form[k] = json.loads(form[k], parse_int=_json_int)
-                except ValueError:
+                except (ValueError, RecursionError):
                     raise InvalidInput(f"{k} must be JSON", field=k) from None
         return form, [f.read() for f in request.files.getlist("photos") if f.filename]
     return json_body(), []
-
-
-#: Fields of a transition that are ids or versions: integers the store can hold.
-ID_FIELDS = ("assignee_org", "assignee_user", "version")
-
-
-def _check_ids(payload: object) -> None:
-    """Refuse an id or version that is not an integer the store can hold (JSON or
-    form), naming it: the store would fail on it (a 500) instead of saying what is
-    wrong."""
-    if not isinstance(payload, dict):
-        return
-    for k in ID_FIELDS:
-        v = payload.get(k)
-        if v is None or v == "" or isinstance(v, bool):
-            continue
-        try:
-            n = int(v)
-        except (TypeError, ValueError, OverflowError):
-            raise InvalidInput(f"{k} must be an integer id", field=k) from None
-        if not -MAX_ID - 1 <= n <= MAX_ID:
-            raise InvalidInput(f"{k} is out of range", field=k)
 
 
 NEW_CASE_EXAMPLE = {"category": "street_light", "lon": 111.57, "lat": 24.40,
@@ -334,7 +366,9 @@ NEW_CASE_EXAMPLE = {"category": "street_light", "lon": 111.57, "lat": 24.40,
               "pattern": "^[!-~]([ -~]*[!-~])?$"},
               "Makes retries safe: 1–100 printable ASCII characters, unique per report. A "
               "retry with a key you already used answers 200 with the case the first "
-              "request made (same id and Location) instead of reporting it again.")],
+              "request made (same id and Location) instead of reporting it again; the "
+              "same key with a different report (other fields or photos) is 422 "
+              "idempotency_key_reused, naming the first case.")],
           responses={201: Content(ref("CaseFeature"), description="reported and located",
                                   headers={"Location": {"schema": {"type": "string"},
                                                         "description": "the case's URL"}}),
@@ -358,12 +392,15 @@ def create_issue():
                            "characters (no leading or trailing spaces)",
                            field="Idempotency-Key")
     payload, photos = body_and_photos()
+    # What the key came with, so that the same key with another report is refused.
+    idempotency = (None if key is None
+                   else (user.id, key, report_fingerprint(payload, photos)))
     if isinstance(payload, dict) and not payload.get("source"):
         payload = {**payload, "source": "patrol"}
     status = 201
     try:
         case = hemei().report(payload, actor=user.display_name, photos=photos,
-                              idempotency=(user.id, key) if key is not None else None)
+                              idempotency=idempotency)
     except IdempotentReplay as replay:
         case, status = hemei().store.get_case(replay.case_id), 200
     resp = jsonify(case_feature(case, history=True, staff=True))
@@ -393,7 +430,6 @@ def transition(case_id: int):
     allowed moves; 403 says why the caller may not."""
     user = api_user()
     payload, photos = body_and_photos()
-    _check_ids(payload)
     h = hemei()
     try:
         case, warnings = h.move(user, case_id, payload, photos)

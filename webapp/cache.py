@@ -76,5 +76,5 @@ def compress_json(resp: Response) -> Response:
     tag, weak = resp.get_etag()
     if tag and not weak:
         resp.set_etag(tag, weak=True)  # same content, other bytes
-    resp.headers["Vary"] = "Accept-Encoding"
+    resp.vary.add("Accept-Encoding")  # added to what the view said it varies on
     return resp

@@ -20,6 +20,21 @@ def error_response(err: HemeiError):
                            field=err.field), err.status
 
 
+class RequestTooLarge(HemeiError):
+    status = 413
+    code = "request_entity_too_large"
+
+
+def _too_large(app) -> HemeiError:
+    """Werkzeug's 413 (the body is over MAX_CONTENT_LENGTH) in words a client can act on."""
+    from gis.photos import MAX_PHOTOS
+
+    limit = (app.config.get("MAX_CONTENT_LENGTH") or 0) / 1024 / 1024
+    per_photo = app.config["HEMEI"].get("MAX_PHOTO_MB")
+    return RequestTooLarge(f"the request is over {limit:.0f} MB; send at most {MAX_PHOTOS} "
+                           f"photos of at most {per_photo} MB each", field="body")
+
+
 def init_app(app) -> None:
     """Register the handlers on ``app``."""
 
@@ -30,6 +45,8 @@ def init_app(app) -> None:
     @app.errorhandler(HTTPException)
     def handle_http(err: HTTPException):
         code = (err.name or "error").lower().replace(" ", "_")
+        if err.code == 413:
+            return error_response(_too_large(app))
         if _wants_json():
             resp = jsonify({"error": {"code": code, "message": err.description}})
             # Keep the headers HTTP requires (Allow on a 405, WWW-Authenticate …).

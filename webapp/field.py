@@ -47,6 +47,7 @@ from gis.cases import Case, status_label, utcnow
 from gis.catalogue import get_category, load_catalogue
 from gis.errors import Conflict, HemeiError, InvalidInput, NotFound
 from gis.locate import check_lon_lat
+from gis.photos import MAX_PHOTOS
 from gis.workflow import FAR_M, QUANTITIES, allowed_for, can_read, geodesic_m
 from webapp.auth import web_user
 from webapp.i18n import get_locale, local_time
@@ -55,7 +56,6 @@ bp = Blueprint("field", __name__, url_prefix="/m")
 
 #: Roles that report cases and add to them (planners read only).
 REPORTERS = ("admin", "grid_worker", "field_staff")
-MAX_PHOTOS = 3
 NEARBY_M = 50.0  # default radius of the duplicate check
 MAX_NEARBY_M = 1000.0
 FIELD_STATUSES = ("dispatched", "claimed", "in_progress", "reopened")
@@ -507,7 +507,7 @@ def _move_payload(form) -> dict:
     if form.get("line"):
         try:
             payload["line"] = json.loads(form["line"])
-        except ValueError:
+        except (ValueError, RecursionError):
             raise Told(gettext("The repair line data are not valid"),
                        field="line") from None
     q = {k: _number(form[f"q_{k}"].strip(), k) for k in QUANTITIES

@@ -71,9 +71,10 @@ def _points_in(strip, hemei):
     ids = np.array([r.id for r in rows])
     pts = shapely.points([r.lon for r in rows], [r.lat for r in rows])
     inside = shapely.contains(strip, pts)
-    from gis.cases import OPEN_STATUSES
+    from gis.cases import FINAL_STATUSES
 
-    is_open = np.array([r.status in OPEN_STATUSES for r in rows])
+    # Open or resolved: a resolved case still waits for its grid worker's check.
+    is_open = np.array([r.status not in FINAL_STATUSES for r in rows])
     return set(ids[inside & is_open].tolist()), set(ids[inside & ~is_open].tolist())
 
 
@@ -82,11 +83,16 @@ def test_open_cases_follow_the_new_boundary_and_keep_the_old_code(hemei, redrawn
     moving = _report(hemei, strip.representative_point(), "会搬到A的案件")
     closed = _report(hemei, shapely.Point(np.asarray(strip.centroid.coords[0]) + 1e-6))
     hemei.store.transition(closed.id, "rejected", actor="test", note="重复")
+    resolved = _report(hemei, shapely.Point(np.asarray(strip.centroid.coords[0]) - 1e-6),
+                       "已处置待核查")
+    for step in ("filed", "dispatched", "in_progress", "resolved"):
+        hemei.store.transition(resolved.id, step, actor="test", note="已修复")
     staying = _report(hemei, shapely.difference(
         grids.geometry[grids["code"] == code_b].iloc[0], strip).representative_point())
     assert moving.grid_code == code_b and staying.grid_code == code_b
     expected_moves, closed_in_strip = _points_in(strip, hemei)
     assert moving.id in expected_moves and closed.id in closed_in_strip
+    assert resolved.id in expected_moves
 
     report = hemei.import_layers({"grid": grids}, source="redrawn.gpkg", actor="planner")
     assert report.ok, report.format_text()
@@ -104,6 +110,19 @@ def test_open_cases_follow_the_new_boundary_and_keep_the_old_code(hemei, redrawn
     assert last["kind"] == "relocation" and last["actor"] == "planner"
     data = last["data"] if isinstance(last["data"], dict) else json.loads(last["data"])
     assert data["from"]["grid_code"] == code_b and data["to"]["grid_code"] == code_a
+    # A resolved case waits for the new grid's worker to check it.
+    assert hemei.store.get_case(resolved.id).grid_code == code_a
+    # The events' data is strict JSON: no NaN for a level with no feature (no compound).
+    with hemei.store.engine.connect() as conn:
+        raw = conn.execute(sa.text("SELECT data FROM case_events WHERE kind = 'relocation'")
+                           ).scalars().all()
+    assert len(raw) == len(expected_moves)
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in a relocation event's data")
+
+    for text in raw:
+        json.loads(text, parse_constant=refuse)
     # Handled cases keep the grid they were handled in; others stay where they were.
     assert hemei.store.get_case(closed.id).grid_code == code_b
     assert hemei.store.get_case(staying.id).grid_code == code_b

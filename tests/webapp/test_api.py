@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import INSIDE, OUTSIDE
@@ -180,6 +182,87 @@ def test_empty_or_non_json_bodies_are_400(client, data):
     assert r.status_code == 400
     assert r.get_json()["error"]["field"] in ("body", "lon")
     assert count_cases(client) == before
+
+
+@pytest.mark.parametrize("content_type", ["application/xml", "text/plain",
+                                          "application/x-www-form-urlencoded"])
+def test_a_body_declared_as_something_else_is_415(client, content_type):
+    before = count_cases(client)
+    r = client.post("/api/v1/issues", data=json.dumps(GOOD), content_type=content_type)
+    assert r.status_code == 415
+    assert r.get_json()["error"]["field"] == "Content-Type"
+    assert count_cases(client) == before
+
+
+def test_json_under_a_json_media_type_or_none_is_read(client):
+    r = client.post("/api/v1/issues", data=json.dumps(GOOD),
+                    content_type="application/merge-patch+json")
+    assert r.status_code == 201
+    r = client.post("/api/v1/issues", data=json.dumps(GOOD).encode())
+    assert r.status_code == 201
+
+
+def test_a_deeply_nested_body_is_400_not_a_crash(client):
+    before = count_cases(client)
+    r = client.post("/api/v1/issues", data="[" * 100_000 + "]" * 100_000,
+                    content_type="application/json")
+    assert r.status_code == 400 and r.get_json()["error"]["field"] == "body"
+    assert count_cases(client) == before
+
+
+@pytest.mark.parametrize("raw, field", [
+    ('"description": "bad \\ud800 half"', "description"),
+    ('"description": "ok", "title": "\\udfff"', "title"),
+    ('"description": "ok", "extra": {"deep": ["\\udc00"]}', "extra"),
+])
+def test_half_a_surrogate_pair_is_400_naming_the_field(client, raw, field):
+    """JSON may escape half a UTF-16 pair; no database stores it (it was a 500)."""
+    before = count_cases(client)
+    body = f'{{"category": "drainage", "lon": {INSIDE[0]}, "lat": {INSIDE[1]}, {raw}}}'
+    r = client.post("/api/v1/issues", data=body, content_type="application/json")
+    assert r.status_code == 400, r.get_json()
+    assert r.get_json()["error"]["field"] == field
+    assert count_cases(client) == before
+
+
+def test_a_whole_surrogate_pair_is_an_emoji_and_accepted(client):
+    body = (f'{{"category": "drainage", "lon": {INSIDE[0]}, "lat": {INSIDE[1]}, '
+            '"description": "\\ud83d\\udca7 积水"}')
+    r = client.post("/api/v1/issues", data=body, content_type="application/json")
+    assert r.status_code == 201
+    assert r.get_json()["properties"]["description"] == "\U0001f4a7 积水"
+
+
+def test_at_most_three_photos_a_report(client):
+    import io
+
+    from PIL import Image
+
+    def jpeg(i):
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (i * 40, 10, 10)).save(buf, "JPEG")
+        return (io.BytesIO(buf.getvalue()), f"p{i}.jpg")
+
+    before = count_cases(client)
+    r = client.post("/api/v1/issues", content_type="multipart/form-data", data={
+        **{k: str(v) for k, v in GOOD.items()}, "photos": [jpeg(i) for i in range(4)]})
+    assert r.status_code == 400 and r.get_json()["error"]["field"] == "photos"
+    assert count_cases(client) == before
+
+
+def test_a_request_over_the_size_limit_is_413_naming_the_body(client, app):
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    r = client.post("/api/v1/issues", data=b"x" * (limit + 1),
+                    content_type="application/json")
+    assert r.status_code == 413
+    err = r.get_json()["error"]
+    assert err["field"] == "body" and "photos" in err["message"]
+
+
+def test_the_layer_list_names_files_not_server_paths(client):
+    layers = client.get("/api/v1/layers").get_json()["layers"]
+    assert layers and all("/" not in (v.get("source") or "") for v in layers)
+    assert {v["source"] for v in layers} == {"jiangnan.gpkg"}
 
 
 def test_nan_longitude_is_refused(client):

@@ -110,3 +110,66 @@ def test_the_header_is_documented(public_client):
     params = spec["paths"]["/api/v1/issues"]["post"]["parameters"]
     (p,) = [p for p in params if p["name"] == "Idempotency-Key"]
     assert p["in"] == "header" and p["schema"]["maxLength"] == 100
+
+
+def test_a_retry_with_the_fields_in_another_order_is_still_a_retry(client):
+    first = post(client, "order-1")
+    body = dict(reversed(list(NEW.items())))
+    again = client.post("/api/v1/issues", json=body, headers={"Idempotency-Key": "order-1"})
+    assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"]
+
+
+@pytest.mark.parametrize("change", [{"description": "井盖丢失"}, {"category": "drainage"},
+                                    {"lon": INSIDE[0] + 1e-5}])
+def test_the_same_key_with_another_report_is_422_and_stores_nothing(client, change):
+    """A client that reuses a key for a new report is told so: answering with the first
+    case (as before) silently lost the second report."""
+    key = f"reused-{sorted(change)[0]}"
+    first = post(client, key)
+    assert first.status_code == 201
+    before = count_cases(client)
+    r = client.post("/api/v1/issues", json={**NEW, **change},
+                    headers={"Idempotency-Key": key})
+    assert r.status_code == 422
+    err = r.get_json()["error"]
+    assert err["code"] == "idempotency_key_reused" and err["field"] == "Idempotency-Key"
+    assert err["details"]["case_id"] == first.get_json()["id"]
+    assert count_cases(client) == before
+    assert post(client, key).status_code == 200  # the first report's retry still works
+
+
+def test_a_key_stored_before_fingerprints_is_replayed_as_before(client, hemei):
+    """Keys written before migration 0003 have no fingerprint: never a false 422."""
+    import sqlalchemy as sa
+
+    from gis.storage import idempotency_keys
+
+    first = post(client, "legacy-1")
+    with hemei.store._write() as conn:
+        conn.execute(sa.update(idempotency_keys).where(idempotency_keys.c.key == "legacy-1")
+                     .values(fingerprint=None))
+    r = client.post("/api/v1/issues", json={**NEW, "description": "别的"},
+                    headers={"Idempotency-Key": "legacy-1"})
+    assert r.status_code == 200 and r.get_json()["id"] == first.get_json()["id"]
+
+
+def test_photos_are_part_of_what_a_key_remembers(client):
+    import io
+
+    from PIL import Image
+
+    def jpeg(colour):
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), colour).save(buf, "JPEG")
+        return buf.getvalue()
+
+    def send(colour):
+        return client.post("/api/v1/issues", content_type="multipart/form-data",
+                           headers={"Idempotency-Key": "photo-1"}, data={
+                               **{k: str(v) for k, v in NEW.items()},
+                               "photos": [(io.BytesIO(jpeg(colour)), "a.jpg")]})
+
+    first = send((200, 0, 0))
+    assert first.status_code == 201
+    assert send((200, 0, 0)).status_code == 200
+    assert send((0, 0, 200)).status_code == 422

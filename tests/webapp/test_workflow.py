@@ -831,3 +831,182 @@ def test_an_unpublished_case_cannot_be_claimed(world):
     r = api.move("crew", cid, "claimed")
     assert r.status_code == 403 and "needs list" in r.get_json()["error"]["message"]
     assert api.snapshot(cid) == before
+
+
+# ------------------------------------------------- strict bodies (found by using the API)
+
+
+def _iso(dt: datetime) -> str:
+    return dt.replace(microsecond=0).isoformat() + "Z"
+
+
+def _utcnow() -> datetime:
+    from gis.cases import utcnow
+
+    return utcnow()
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"to": "filed", "version": True}, "version"),
+    ({"to": "filed", "version": 1.5}, "version"),
+    ({"to": "filed", "version": "1e0"}, "version"),
+    ({"to": "filed", "version": "²"}, "version"),
+    ({"to": "filed", "version": 2**70}, "version"),
+    ({"to": "dispatched", "assignee_org": True}, "assignee_org"),
+    ({"to": "dispatched", "assignee_org": 1.7}, "assignee_org"),
+    ({"to": "dispatched", "assignee_org": 999_999}, "assignee_org"),
+    ({"to": "dispatched", "assignee_user": 999_999}, "assignee_user"),
+    ({"to": "dispatched", "assignee_user": "planner"}, "assignee_user"),
+    ({"to": "filed", "note": ["x"]}, "note"),
+    ({"to": "filed", "due_at": "0001-01-01T00:00:00+01:00"}, "due_at"),
+    ({"to": "filed", "due_at": "9999-12-31T23:59:59-01:00"}, "due_at"),
+    ({"to": "filed", "due_at": "2000-01-01T00:00:00Z"}, "due_at"),
+    ({"to": "filed", "due_at": "later"}, "due_at"),
+    ({"to": "filed", "note": "\ud800"}, "note"),
+])
+def test_transition_bodies_are_taken_as_they_are_written(world, body, field):
+    """A value that is not what the field is (a boolean or a fraction for an id, an id
+    no one has, a list for a note, a date out of range or in the past, half a surrogate
+    pair) is refused naming the field: nothing is rounded, coerced or written."""
+    api = world.api
+    cid = api.new_case("filed" if body["to"] == "dispatched" else "reported")
+    before = api.snapshot(cid)
+    if body.get("assignee_user") == "planner":
+        body = {**body, "assignee_user": world.app.extensions["hemei"].accounts
+                .by_username("planner").id}
+    # As sent: a test client encoding the body itself would refuse a 70-bit integer.
+    r = api.post("admin", f"/api/v1/issues/{cid}/transitions", data=json.dumps(body),
+                 content_type="application/json")
+    assert r.status_code == 400, r.get_json()
+    assert r.get_json()["error"]["field"] == field
+    assert api.snapshot(cid) == before
+
+
+def test_a_dispatch_names_a_field_worker_of_the_organisation(world):
+    api = world.api
+    h = world.app.extensions["hemei"]
+    crew, crew2 = h.accounts.by_username("crew"), h.accounts.by_username("crew2")
+    cid = api.new_case("filed")
+    r = api.move("admin", cid, "dispatched", assignee_org=api.orgs["crew"],
+                 assignee_user=crew2.id)
+    assert r.status_code == 400 and r.get_json()["error"]["field"] == "assignee_user"
+    assert "does not belong" in r.get_json()["error"]["message"]
+    r = api.move("admin", cid, "dispatched", assignee_org=api.orgs["crew"],
+                 assignee_user=crew.id)
+    assert r.status_code == 200
+    p = r.get_json()["properties"]
+    assert (p["assignee_org"], p["assignee_user"]) == (api.orgs["crew"], crew.id)
+
+
+def test_a_transition_may_bring_the_due_date_forward_not_later(world):
+    """Moving a due date later is an extension (a reason, counted); a transition may
+    only tighten it, to a time still ahead."""
+    api = world.api
+    cid = api.new_case("reported")
+    due = datetime.fromisoformat(api.get(cid)["due_at"].rstrip("Z"))
+    before = api.snapshot(cid)
+    r = api.move("admin", cid, "filed", due_at=_iso(due + timedelta(days=30)))
+    assert r.status_code == 400 and r.get_json()["error"]["field"] == "due_at"
+    assert "extension" in r.get_json()["error"]["message"]
+    assert api.snapshot(cid) == before
+    earlier = min(due - timedelta(hours=1), _utcnow() + timedelta(hours=2))
+    r = api.move("admin", cid, "filed", due_at=_iso(earlier))
+    assert r.status_code == 200
+    p = r.get_json()["properties"]
+    assert p["due_at"] == _iso(earlier) and p["extension_count"] == 0
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"due_at": "2999-01-01T00:00:00Z", "reason": "x"}, "due_at"),  # beyond two years
+    ({"due_at": "0001-01-01T00:00:00+01:00", "reason": "x"}, "due_at"),
+    ({"due_at": "LATER", "reason": ["x"]}, "due_at"),
+    ({"due_at": "PLUS5", "reason": ["x"]}, "reason"),
+    ({"due_at": "PLUS5", "reason": "x" * 4001}, "reason"),
+])
+def test_extension_bodies_are_strict(world, body, field):
+    api = world.api
+    cid = api.new_case("dispatched")
+    due = datetime.fromisoformat(api.get(cid)["due_at"].rstrip("Z"))
+    if body["due_at"] == "PLUS5":
+        body = {**body, "due_at": _iso(due + timedelta(days=5))}
+    before = api.snapshot(cid)
+    r = api.post("gw", f"/api/v1/issues/{cid}/extension", json=body)
+    assert r.status_code == 400 and r.get_json()["error"]["field"] == field
+    assert api.snapshot(cid) == before
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({"kind": "long_term", "publish": "false"}, 400, "publish"),
+    ({"kind": "long_term", "publish": 1}, 400, "publish"),
+    ({"kind": "fix_now", "note": ["x"]}, 400, "note"),
+    ({"kind": "fix_now", "note": "x" * 4001}, 400, "note"),
+])
+def test_needs_bodies_are_strict(world, body, status, field):
+    """``"publish": "false"`` used to publish the case (``bool("false")``)."""
+    api = world.api
+    cid = api.new_case("filed")
+    before = api.snapshot(cid)
+    r = api.post("gw", f"/api/v1/issues/{cid}/needs", json=body)
+    assert r.status_code == status and r.get_json()["error"]["field"] == field
+    assert api.snapshot(cid) == before
+    assert api.get(cid)["published"] is False
+
+
+def test_a_closed_case_does_not_go_on_the_needs_list(world):
+    api = world.api
+    cid = api.new_case("resolved")
+    assert api.move("gw", cid, "closed", note="合格").status_code == 200
+    before = api.snapshot(cid)
+    r = api.post("gw", f"/api/v1/issues/{cid}/needs", json={"kind": "fix_now"})
+    assert r.status_code == 409
+    assert api.snapshot(cid) == before and api.get(cid)["needs_kind"] is None
+
+
+def test_the_public_history_names_no_field_worker(world):
+    """A dispatch to a person records their account id in the event's data: staff see
+    it, the public does not."""
+    api = world.api
+    crew = world.app.extensions["hemei"].accounts.by_username("crew")
+    cid = api.new_case("filed")
+    assert api.move("admin", cid, "dispatched", assignee_org=api.orgs["crew"],
+                    assignee_user=crew.id).status_code == 200
+    public = api.client.get(f"/api/v1/issues/{cid}").get_json()["properties"]
+    dispatch = [e for e in public["history"] if e["to"] == "dispatched"][-1]
+    assert "assignee_user" not in (dispatch["data"] or {})
+    assert dispatch["data"]["assignee_org"] == api.orgs["crew"]
+    staff = api.get(cid)
+    assert [e for e in staff["history"] if e["to"] == "dispatched"][-1]["data"][
+        "assignee_user"] == crew.id
+
+
+def test_one_case_etag_follows_the_body_and_the_reader(world):
+    """The ETag of one case is its body's: a reader who may make other moves, or a case
+    that has become overdue meanwhile, is not answered 304 with someone else's body."""
+    api = world.api
+    cid = api.new_case("filed")
+    admin = api.client.get(f"/api/v1/issues/{cid}", headers=api.headers("admin"))
+    gw = api.client.get(f"/api/v1/issues/{cid}", headers=api.headers("gw"))
+    assert admin.get_json()["allowed"] != gw.get_json()["allowed"]
+    assert admin.headers["ETag"] != gw.headers["ETag"]
+    assert {"Authorization", "Cookie"} <= {v.strip() for v in gw.headers["Vary"].split(",")}
+    r = api.client.get(f"/api/v1/issues/{cid}", headers={
+        **api.headers("gw"), "If-None-Match": admin.headers["ETag"]})
+    assert r.status_code == 200 and r.get_json()["allowed"] == gw.get_json()["allowed"]
+    r = api.client.get(f"/api/v1/issues/{cid}", headers={
+        **api.headers("gw"), "If-None-Match": gw.headers["ETag"]})
+    assert r.status_code == 304
+    # Overdue by the clock, not by a write: the row version stays, the body changes.
+    h = world.app.extensions["hemei"]
+    from gis.storage import cases
+
+    with h.store._write() as conn:
+        conn.execute(sa.update(cases).where(cases.c.id == cid)
+                     .values(due_at=_utcnow() + timedelta(seconds=1)))
+    fresh = api.client.get(f"/api/v1/issues/{cid}", headers=api.headers("gw"))
+    assert fresh.get_json()["properties"]["overdue"] is False
+    import time
+
+    time.sleep(1.5)
+    r = api.client.get(f"/api/v1/issues/{cid}", headers={
+        **api.headers("gw"), "If-None-Match": fresh.headers["ETag"]})
+    assert r.status_code == 200 and r.get_json()["properties"]["overdue"] is True
