@@ -460,31 +460,80 @@ class Hemei:
 
     def evaluate(self, tracking_code: str, verdict: str, comment: str = ""):
         """A resident's evaluation of a resolved case. "not satisfied" sends it back for
-        rectification (a rework); the next resolution is the feedback."""
+        rectification (a rework); the next resolution is the feedback.
+
+        **One evaluation per resolution**: the resolution being judged starts at the
+        case's last move to "resolved"; once an evaluation follows it, another one is a
+        ``Conflict`` (details ``reason: already_evaluated`` and the verdict given). A case
+        reworked and resolved again may be evaluated again, once. Two evaluations at the
+        same moment cannot both count: the write is conditional on the row version read
+        with the history (``expected_version``), so the second one finds the case changed,
+        reads it again and is refused by the same rule. Every refusal carries
+        ``details["reason"]`` (``verdict``, ``comment_required``, ``comment_too_long``,
+        ``not_resolved``, ``already_evaluated``) for a page to say it in its language."""
+        limit = 1000
         if verdict not in ("satisfied", "not_satisfied"):
-            raise InvalidInput("choose satisfied or not satisfied", field="verdict")
+            raise InvalidInput("choose satisfied or not satisfied", field="verdict",
+                               details={"reason": "verdict"})
         comment = (comment or "").strip()
-        if len(comment) > 1000:
-            raise InvalidInput("the comment is over 1,000 characters", field="comment")
+        if len(comment) > limit:
+            raise InvalidInput(f"the comment is over {limit:,} characters", field="comment",
+                               details={"reason": "comment_too_long", "limit": limit})
         if verdict == "not_satisfied" and not comment:
-            raise InvalidInput("please say what is still wrong", field="comment")
+            raise InvalidInput("please say what is still wrong", field="comment",
+                               details={"reason": "comment_required"})
+
+        def given(case):
+            # The evaluation this resolution already has: one after the last move to
+            # "resolved" (none recorded, e.g. an imported case: the whole history).
+            start = max((i for i, e in enumerate(case.history)
+                         if e["kind"] == "transition" and e["to"] == "resolved"), default=-1)
+            return next((e for e in case.history[start + 1:] if e["kind"] == "evaluation"),
+                        None)
+
+        def still_resolved(row):
+            if row["status"] != "resolved":
+                raise Conflict("the case is no longer resolved; reload it")
+
         case = self.store.find_by_tracking_code(tracking_code)
-        if case.status != "resolved":
-            raise Conflict("a case can be evaluated once it has been resolved")
-        evaluation = {"actor": "居民", "kind": "evaluation", "note": comment,
-                      "data": {"verdict": verdict}}
-        if verdict == "not_satisfied":
-            self.store.transition(case.id, "reopened", actor="居民",
-                                  note=f"居民不满意：{comment}",
-                                  expected_version=case.row_version,
-                                  changes={"satisfaction": verdict},
-                                  data={"rectify": True}, pre_events=[evaluation])
-        else:
-            self.store.update_case(case.id, actor="居民", kind="evaluation", note=comment,
-                                   changes={"satisfaction": verdict},
-                                   data={"verdict": verdict},
-                                   expected_version=case.row_version)
-        return self.store.get_case(case.id)
+        retried = False
+        while True:
+            if case.status != "resolved":
+                raise Conflict("a case can be evaluated once it has been resolved",
+                               field="verdict",
+                               details={"reason": "not_resolved", "status": case.status})
+            before = given(case)
+            if before is not None:
+                raise Conflict(
+                    "this resolution has already been evaluated; a case reworked and "
+                    "resolved again can be evaluated again", field="verdict",
+                    details={"reason": "already_evaluated",
+                             "verdict": (before.get("data") or {}).get("verdict"),
+                             "at": before["at"].isoformat(timespec="seconds") + "Z"})
+            evaluation = {"actor": "居民", "kind": "evaluation", "note": comment,
+                          "data": {"verdict": verdict}}
+            try:
+                if verdict == "not_satisfied":
+                    self.store.transition(case.id, "reopened", actor="居民",
+                                          note=f"居民不满意：{comment}",
+                                          expected_version=case.row_version,
+                                          changes={"satisfaction": verdict},
+                                          data={"rectify": True}, pre_events=[evaluation])
+                else:
+                    self.store.update_case(case.id, actor="居民", kind="evaluation",
+                                           note=comment, changes={"satisfaction": verdict},
+                                           data={"verdict": verdict},
+                                           expected_version=case.row_version,
+                                           check=still_resolved)
+            except Conflict:
+                if retried:
+                    raise
+                retried = True
+                # Changed since it was read (another evaluation at the same moment, a
+                # close, a boundary relocation): read it again and let the rules decide.
+                case = self.store.get_case(case.id)
+                continue
+            return self.store.get_case(case.id)
 
     def needs_summary(self) -> list[dict]:
         """Per organisation: needs-list cases it holds (claimed or dispatched) and how

@@ -24,7 +24,8 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def hit(self, bucket: str) -> None:
-        """Count a hit for the requesting client; ``TooManyRequests`` over the limit."""
+        """Count a hit for the requesting client; ``TooManyRequests`` over the limit,
+        with ``details["retry_after"]``: the seconds until a hit would be counted again."""
         key = (request.remote_addr or "?", bucket)
         now = time.monotonic()
         with self._lock:
@@ -32,7 +33,10 @@ class RateLimiter:
             while q and q[0] <= now - self.window:
                 q.popleft()
             if len(q) >= self.limit:
+                # Whole seconds until the oldest hit leaves the window: the Retry-After
+                # a page sends, and what it tells the resident (details["retry_after"]).
                 wait = int(q[0] + self.window - now) + 1
                 raise TooManyRequests(f"too many submissions from your device; try again in "
-                                      f"{wait} s (请稍后再试)")
+                                      f"{wait} s (请稍后再试)",
+                                      details={"retry_after": wait})
             q.append(now)

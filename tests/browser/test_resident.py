@@ -130,6 +130,12 @@ def test_a_resident_reports_follows_and_evaluates(page_factory, live_server, api
         json={"to": "resolved", "note": "重新做了防水"})
     page.reload()
     assert steps_done(page) == ["evaluate", "rectify", "feedback"]
+    # The new result is evaluated once: the form gives way to the verdict given.
+    page.locator("label.choice:has(input[value=satisfied])").tap()
+    with page.expect_navigation():
+        page.locator(".evaluate button[type=submit]").tap()
+    assert page.locator("#evaluation-given [data-verdict]").inner_text() == "满意"
+    assert page.locator("form textarea[name=comment]").count() == 0
     api("gw", "POST", f"/api/v1/issues/{case.id}/transitions", json={"to": "closed"})
     page.reload()
     assert page.locator("#case-status").inner_text() == "已结案"
