@@ -192,6 +192,14 @@ class Case:
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
 
+    def evaluation_given(self) -> dict | None:
+        """The resident's evaluation of the current resolution (the history event), if
+        any: one after the last move to "resolved" (a case with none recorded, e.g. an
+        imported one, is searched whole). One evaluation per resolution (Hemei.evaluate)."""
+        start = max((i for i, e in enumerate(self.history)
+                     if e["kind"] == "transition" and e["to"] == "resolved"), default=-1)
+        return next((e for e in self.history[start + 1:] if e["kind"] == "evaluation"), None)
+
     def is_overdue(self, now: datetime | None = None) -> bool:
         """Open and past its due time."""
         now = now or utcnow()

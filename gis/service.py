@@ -483,14 +483,6 @@ class Hemei:
             raise InvalidInput("please say what is still wrong", field="comment",
                                details={"reason": "comment_required"})
 
-        def given(case):
-            # The evaluation this resolution already has: one after the last move to
-            # "resolved" (none recorded, e.g. an imported case: the whole history).
-            start = max((i for i, e in enumerate(case.history)
-                         if e["kind"] == "transition" and e["to"] == "resolved"), default=-1)
-            return next((e for e in case.history[start + 1:] if e["kind"] == "evaluation"),
-                        None)
-
         def still_resolved(row):
             if row["status"] != "resolved":
                 raise Conflict("the case is no longer resolved; reload it")
@@ -502,7 +494,7 @@ class Hemei:
                 raise Conflict("a case can be evaluated once it has been resolved",
                                field="verdict",
                                details={"reason": "not_resolved", "status": case.status})
-            before = given(case)
+            before = case.evaluation_given()
             if before is not None:
                 raise Conflict(
                     "this resolution has already been evaluated; a case reworked and "

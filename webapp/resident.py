@@ -238,16 +238,6 @@ def _steps(case) -> dict:
             "summarise": summary}
 
 
-def _evaluation_given(case) -> dict | None:
-    """The evaluation the case's current resolution already has (the event), if any: one
-    after its last move to "resolved". The page shows it instead of the form; the rule
-    itself (one evaluation per resolution) is enforced by ``Hemei.evaluate``, which
-    reads the history the same way."""
-    start = max((i for i, e in enumerate(case.history)
-                 if e["kind"] == "transition" and e["to"] == "resolved"), default=-1)
-    return next((e for e in case.history[start + 1:] if e["kind"] == "evaluation"), None)
-
-
 @bp.route("/t/<code>", methods=["GET", "POST"])
 def track(code: str):
     """A case's public status and history by tracking code (no names, no phones), and the
@@ -275,7 +265,7 @@ def track(code: str):
     return render_template("resident/track.html", case=case, code=code,
                            new=request.args.get("new"), steps=_steps(case),
                            status_label=status_label, error=error, form=form,
-                           given=_evaluation_given(case),
+                           given=case.evaluation_given(),
                            compound_name=h.locator.name("compound", case.compound_code),
                            category=load_catalogue()[case.category]), status, headers
 
