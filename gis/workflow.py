@@ -9,7 +9,13 @@ and the row version:
   extend, close not fixed;
 - ``field_staff`` act on cases dispatched to or claimed by their organisation (or
   assigned to them), and may claim a published needs-list case;
-- ``planner`` reads everything in their area and writes nothing.
+- ``planner`` writes nothing. Like everyone, they read what is public about every case
+  of the street; staff-only fields (the assigned field worker) only in their area. The
+  planner's page opens on their community, and they may compare it with the others.
+
+Reporting, and adding a note or a photo to an open case (the same problem seen again,
+instead of a duplicate case), are open to every admin, grid worker and field worker
+anywhere in the street: that is telling, not acting on the case.
 """
 
 from __future__ import annotations
