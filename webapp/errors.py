@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from flask import jsonify, render_template, request
+from flask_babel import gettext
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from gis.errors import HemeiError
@@ -12,12 +14,34 @@ def _wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
+def _headline(status: int) -> str:
+    """What an error page says first, in the page's language (the domain's own message,
+    in English, follows as the detail)."""
+    return {
+        400: gettext("Something in the request is not right."),
+        401: gettext("Please log in first."),
+        403: gettext("You may not do this."),
+        404: gettext("This page or item does not exist."),
+        405: gettext("This page cannot be used this way."),
+        409: gettext("This cannot be done in the item's current state; reload it and "
+                     "look again."),
+        413: gettext("The upload is too large."),
+        415: gettext("This kind of content cannot be read here."),
+        422: gettext("The request cannot be carried out as it stands."),
+        429: gettext("Too many attempts; please wait and try again."),
+    }.get(status, gettext("Something went wrong on our side; it has been logged."))
+
+
+def _page(status: int, message: str, field: str | None = None):
+    return render_template("error.html", status=status, headline=_headline(status),
+                           message=message, field=field), status
+
+
 def error_response(err: HemeiError):
     """The response for a domain error: its JSON body under /api/, a page elsewhere."""
     if _wants_json():
         return jsonify(err.to_dict()), err.status
-    return render_template("error.html", status=err.status, message=err.message,
-                           field=err.field), err.status
+    return _page(err.status, err.message, err.field)
 
 
 class RequestTooLarge(HemeiError):
@@ -33,6 +57,19 @@ def _too_large(app) -> HemeiError:
     per_photo = app.config["HEMEI"].get("MAX_PHOTO_MB")
     return RequestTooLarge(f"the request is over {limit:.0f} MB; send at most {MAX_PHOTOS} "
                            f"photos of at most {per_photo} MB each", field="body")
+
+
+def form_expired(err: CSRFError):
+    """A form whose CSRF token is missing or stale: what to do, in the page's language
+    (Flask-WTF's own words, "The CSRF token is missing.", follow as the detail)."""
+    if _wants_json():
+        from gis.errors import InvalidInput
+
+        return error_response(InvalidInput(
+            f"the form's security token is missing or expired ({err.description}); "
+            "reload the page and try again", field="csrf_token"))
+    return _page(400, gettext("This form has expired or did not come from this site. Go "
+                              "back, reload the page and send it again."))
 
 
 def init_app(app) -> None:
@@ -54,7 +91,7 @@ def init_app(app) -> None:
                 if k.lower() != "content-type":
                     resp.headers[k] = v
             return resp, err.code
-        return render_template("error.html", status=err.code, message=err.description), err.code
+        return _page(err.code, err.description)
 
     @app.errorhandler(Exception)
     def handle_unexpected(err: Exception):
@@ -63,4 +100,4 @@ def init_app(app) -> None:
         if _wants_json():
             return jsonify({"error": {"code": "internal_error",
                                       "message": "internal error; it has been logged"}}), 500
-        return render_template("error.html", status=500, message="internal error"), 500
+        return _page(500, "")

@@ -157,3 +157,19 @@ def test_pages_show_times_on_the_beijing_clock(public_client, hemei):
     assert "2026-03-02" in row and "03-04" in row  # reported, due (Beijing dates)
     assert "2026-03-01" not in row and "03-03" not in row
     assert when(case.created_at) == "03-02 04:30"  # the field app's clock, the same
+
+
+def test_error_pages_speak_the_pages_language(public_client):
+    """An error page leads with a sentence in the page's language; the detail (which
+    field, and why) follows. A CSRF failure says what to do, not "The CSRF token is
+    missing"."""
+    r = public_client.get("/grids/999999999999999")
+    assert r.status_code == 404
+    html = r.get_data(as_text=True)
+    assert "页面或条目不存在" in html
+    r = public_client.get("/grids/999999999999999?lang=en")
+    assert "This page or item does not exist." in r.get_data(as_text=True)
+    r = public_client.post("/login?lang=zh", data={"username": "x", "password": "y"})
+    assert r.status_code == 400
+    html = r.get_data(as_text=True)
+    assert "表单已过期" in html and "CSRF" not in html

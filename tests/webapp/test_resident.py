@@ -213,7 +213,7 @@ def test_missing_csrf_token_is_400_and_stores_nothing(public_client, hemei):
     n = case_count(hemei)
     r = submit(public_client, token=False)
     assert r.status_code == 400
-    assert "security token" in r.get_data(as_text=True)
+    assert "表单已过期" in r.get_data(as_text=True)
     assert case_count(hemei) == n
     # A token from another session is no better.
     other = csrf_token(public_client.application.test_client().get(f"/r/{COMPOUND}"))
