@@ -7,6 +7,13 @@ handles the cases dispatched to or claimed by it). Residents have no account.
 
 Passwords are hashed with scrypt (stdlib, salted, memory-hard); API tokens are random,
 shown once, and stored only as a SHA-256 digest, so a stolen database yields neither.
+
+Usernames are unique without regard to case (``Wang`` and ``wang`` cannot both be made;
+:meth:`Accounts.username_clashes` finds pairs made before that rule). A user's web
+sessions carry the user's *session generation*; logging out, a password reset and a
+deactivation move it on, which ends every session issued before (signed-cookie sessions
+cannot be revoked one by one). Errors for bad input carry ``details["reason"]`` so that
+the web pages can word them in the reader's language.
 """
 
 from __future__ import annotations
@@ -22,13 +29,34 @@ import sqlalchemy as sa
 
 from gis.cases import utcnow
 from gis.errors import Conflict, InvalidInput, NotFound
-from gis.storage import metadata
+from gis.storage import meta_table, metadata
 
 ROLES = ("admin", "planner", "grid_worker", "field_staff")
 ROLE_LABELS = {"admin": ("管理员", "Administrator"), "planner": ("规划/指挥人员", "Planner"),
                "grid_worker": ("网格员", "Grid worker"),
                "field_staff": ("处置人员", "Field staff")}
 ORG_KINDS = ("property", "partner", "crew", "office")
+ORG_KIND_LABELS = {"property": ("物业公司", "Property company"),
+                   "partner": ("共建单位", "Partner unit"),
+                   "crew": ("维修作业队", "Repair crew"),
+                   "office": ("街道/社区机关", "Street or community office")}
+
+
+def role_label(role: str, locale: str = "zh") -> str:
+    """A role's name for people, in ``locale`` (zh or en); the key itself if unknown."""
+    zh, en = ROLE_LABELS.get(role, (role, role))
+    return en if locale.startswith("en") else zh
+
+
+def org_kind_label(kind: str, locale: str = "zh") -> str:
+    """An organisation type's name for people, in ``locale``; the key itself if unknown."""
+    zh, en = ORG_KIND_LABELS.get(kind, (kind, kind))
+    return en if locale.startswith("en") else zh
+
+
+def _invalid(message: str, field: str, reason: str, **details) -> InvalidInput:
+    """InvalidInput with a machine-readable reason (and its values) for the web pages."""
+    return InvalidInput(message, field=field, details={"reason": reason, **details})
 
 organisations = sa.Table(
     "organisations", metadata,
@@ -140,8 +168,7 @@ class User:
         return str(self.id)
 
     def role_label(self, locale: str = "zh") -> str:
-        zh, en = ROLE_LABELS.get(self.role, (self.role, self.role))
-        return en if locale.startswith("en") else zh
+        return role_label(self.role, locale)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "username": self.username, "display_name": self.display_name,
@@ -180,6 +207,77 @@ def _load_user(conn, query, params: dict) -> User | None:
     return _user_from_rows(conn.execute(query, params).mappings().all())
 
 
+def _check_password(password: str | None) -> None:
+    """Refuse a password shorter than 8 characters (None: no password, a token-only
+    account)."""
+    if password is not None and len(password) < 8:
+        raise _invalid("password must be at least 8 characters", "password",
+                       "password_length")
+
+
+def _check_assignment(role: str, grids: list[str], org_id: int | None,
+                      area_code: str | None, known_grids: set[str] | None,
+                      known_areas: set[str] | None) -> None:
+    """What a role needs (the same rules for a new account and a new assignment)."""
+    if role == "grid_worker" and not grids:
+        raise _invalid("a grid worker needs at least one grid", "grid", "grid_required")
+    if known_grids is not None:
+        unknown = [g for g in grids if g not in known_grids]
+        if unknown:
+            raise _invalid(f"unknown grid code(s): {', '.join(unknown)}", "grid",
+                           "unknown_grids", codes=unknown)
+    if role == "field_staff" and org_id is None:
+        raise _invalid("field staff belong to an organisation", "org", "org_required")
+    if area_code is not None and len(area_code) > 32:
+        raise _invalid("area code must be at most 32 characters", "area_code",
+                       "unknown_area", code=area_code)
+    if known_areas is not None and role == "planner":
+        if area_code is None:
+            raise _invalid("a planner needs an area: a street or community code",
+                           "area_code", "area_required")
+        if area_code not in known_areas:
+            raise _invalid(f"area {area_code!r} is not a street or community code of the "
+                           "active layers", "area_code", "unknown_area", code=area_code)
+
+
+def _same_username(conn, username: str) -> str | None:
+    """The existing username equal to ``username`` without regard to case, if any.
+    Compared in Python: SQLite's lower() folds ASCII only."""
+    wanted = username.casefold()
+    names = conn.execute(sa.select(users.c.username)).scalars().all()
+    exact = [n for n in names if n == username]
+    if exact:
+        return exact[0]
+    return next((n for n in names if n.casefold() == wanted), None)
+
+
+# A user's session generation lives in the key/value table ``meta`` (one row per user who
+# ever logged out), so that ending sessions needed no schema change. Absent means 0.
+def _generation_key(user_id: int) -> str:
+    """The ``meta`` key of a user's session generation."""
+    return f"sessions.{int(user_id)}"
+
+
+def _generation(conn, user_id: int) -> int:
+    """The user's session generation on ``conn`` (0 until their first logout)."""
+    value = conn.execute(sa.select(meta_table.c.value).where(
+        meta_table.c.key == _generation_key(user_id))).scalar()
+    return int(value) if value is not None else 0
+
+
+def _next_generation(conn, user_id: int) -> None:
+    """Move the user's session generation on, inside the caller's write transaction (an
+    upsert: two first logouts at once must not collide on the new row)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(meta_table).values(key=_generation_key(user_id), value="1")
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=[meta_table.c.key],
+        set_={"value": sa.cast(sa.cast(meta_table.c.value, sa.Integer) + 1, sa.String)}))
+
+
 class Accounts:
     """Accounts stored next to the cases (same database, same transactions rules).
 
@@ -213,13 +311,15 @@ class Accounts:
         """Create an organisation (a property company, partner unit or crew)."""
         name = (name or "").strip()
         if not name or len(name) > 200:
-            raise InvalidInput("organisation name must be 1–200 characters", field="name")
+            raise _invalid("organisation name must be 1–200 characters", "name",
+                           "org_name_length")
         if kind not in ORG_KINDS:
-            raise InvalidInput(f"kind must be one of {', '.join(ORG_KINDS)}", field="kind")
+            raise _invalid(f"kind must be one of {', '.join(ORG_KINDS)}", "kind", "org_kind")
         with self.store._write() as conn:
             if conn.execute(sa.select(organisations.c.id)
                             .where(organisations.c.name == name)).first():
-                raise Conflict(f"an organisation named {name!r} exists", field="name")
+                raise Conflict(f"an organisation named {name!r} exists", field="name",
+                               details={"reason": "org_exists", "name": name})
             return conn.execute(sa.insert(organisations).values(
                 name=name, kind=kind, created_at=utcnow())).inserted_primary_key[0]
 
@@ -249,33 +349,35 @@ class Accounts:
     def add_user(self, username: str, role: str, *, password: str | None = None,
                  display_name: str | None = None, grids: list[str] | None = None,
                  org_id: int | None = None, area_code: str | None = None,
-                 known_grids: set[str] | None = None) -> User:
-        """Create a user. Grid workers need grids, field staff an organisation, planners
-        an area (street or community code)."""
+                 known_grids: set[str] | None = None,
+                 known_areas: set[str] | None = None) -> User:
+        """Create a user. Grid workers need grids, field staff an organisation.
+
+        ``known_grids`` / ``known_areas``: the grid codes and the street and community
+        codes of the active layers. When given, every grid must be one of them, and a
+        planner needs an area that is one of them (the CLI and the admin page pass both;
+        without them a planner may have no area). The username must not exist in any
+        case (``Wang`` is taken when ``wang`` is).
+        """
         username = (username or "").strip()
         if not username or len(username) > 64:
-            raise InvalidInput("username must be 1–64 characters", field="username")
+            raise _invalid("username must be 1–64 characters", "username", "username_length")
         if role not in ROLES:
-            raise InvalidInput(f"role must be one of {', '.join(ROLES)}", field="role")
+            raise _invalid(f"role must be one of {', '.join(ROLES)}", "role", "role")
         grids = sorted(set(grids or []))
-        if role == "grid_worker" and not grids:
-            raise InvalidInput("a grid worker needs at least one --grid", field="grid")
-        if known_grids is not None:
-            unknown = [g for g in grids if g not in known_grids]
-            if unknown:
-                raise InvalidInput(f"unknown grid code(s): {', '.join(unknown)}", field="grid")
-        if role == "field_staff" and org_id is None:
-            raise InvalidInput("field staff belong to an organisation (--org)", field="org")
+        area_code = (area_code or "").strip() or None
+        _check_assignment(role, grids, org_id, area_code, known_grids, known_areas)
         if display_name is not None and len(display_name) > 100:
-            raise InvalidInput("display name must be at most 100 characters",
-                               field="display_name")
-        if area_code is not None and len(area_code) > 32:
-            raise InvalidInput("area code must be at most 32 characters", field="area_code")
-        if password is not None and len(password) < 8:
-            raise InvalidInput("password must be at least 8 characters", field="password")
+            raise _invalid("display name must be at most 100 characters", "display_name",
+                           "display_name_length")
+        _check_password(password)
         with self.store._write() as conn:
-            if conn.execute(sa.select(users.c.id).where(users.c.username == username)).first():
-                raise Conflict(f"user {username!r} exists", field="username")
+            taken = _same_username(conn, username)
+            if taken is not None:
+                raise Conflict(
+                    f"user {username!r} exists" if taken == username else
+                    f"user {taken!r} exists; usernames are compared without regard to case",
+                    field="username", details={"reason": "username_taken", "name": taken})
             uid = conn.execute(sa.insert(users).values(
                 username=username, display_name=display_name or username, role=role,
                 org_id=org_id, area_code=area_code,
@@ -285,6 +387,23 @@ class Accounts:
                 conn.execute(sa.insert(user_grids),
                              [{"user_id": uid, "grid_code": g} for g in grids])
         return self.get(uid)
+
+    def assign(self, user_id: int, grids: list[str], org_id: int | None, *,
+               known_grids: set[str] | None = None) -> User:
+        """Replace a user's grids and organisation together (one transaction), with the
+        rules :meth:`add_user` applies: a grid worker keeps at least one grid, field staff
+        keep an organisation. ``NotFound`` for an unknown user."""
+        user = self.get(user_id)
+        grids = sorted(set(grids or []))
+        _check_assignment(user.role, grids, org_id, None, known_grids, None)
+        with self.store._write() as conn:
+            conn.execute(sa.delete(user_grids).where(user_grids.c.user_id == user_id))
+            if grids:
+                conn.execute(sa.insert(user_grids),
+                             [{"user_id": user_id, "grid_code": g} for g in grids])
+            conn.execute(sa.update(users).where(users.c.id == user_id).values(org_id=org_id))
+        self._changed()
+        return self.get(user_id)
 
     def set_grids(self, user_id: int, grids: list[str]) -> User:
         """Replace a user's grid assignment."""
@@ -303,12 +422,54 @@ class Accounts:
         return self.get(user_id)
 
     def set_password(self, user_id: int, password: str) -> None:
-        if len(password or "") < 8:
-            raise InvalidInput("password must be at least 8 characters", field="password")
+        """Set a new password; the user's web sessions end (they log in with the new one).
+        ``NotFound`` for an unknown user."""
+        if not password:
+            raise _invalid("password must be at least 8 characters", "password",
+                           "password_length")
+        _check_password(password)
+        self.get(user_id)
         with self.store._write() as conn:
             conn.execute(sa.update(users).where(users.c.id == user_id)
                          .values(password_hash=hash_password(password)))
+            _next_generation(conn, user_id)
         self._changed()
+
+    def set_active(self, user_id: int, active: bool) -> User:
+        """Deactivate or reactivate an account. A deactivated user can neither log in nor
+        use an API token, from the next request on in every worker (the accounts stamp
+        moves); their web sessions end for good (reactivating does not revive them),
+        while their tokens work again once reactivated (revoke them to end them)."""
+        self.get(user_id)
+        with self.store._write() as conn:
+            conn.execute(sa.update(users).where(users.c.id == user_id)
+                         .values(active=bool(active)))
+            if not active:
+                _next_generation(conn, user_id)
+        self._changed()
+        return self.get(user_id)
+
+    # -- web sessions ---------------------------------------------------------
+    def session_generation(self, user_id: int) -> int:
+        """The user's session generation: a session is valid only while it carries this."""
+        with self.store._read() as conn:
+            return _generation(conn, user_id)
+
+    def end_sessions(self, user_id: int) -> None:
+        """End every web session of the user (logout): the generation moves on."""
+        with self.store._write() as conn:
+            _next_generation(conn, user_id)
+
+    def session_user(self, user_id: int, generation: int) -> User | None:
+        """The user of a web session: None if unknown, deactivated, or if the session's
+        ``generation`` is not the user's current one (logged out since, password reset)."""
+        with self.store._read() as conn:
+            user = _load_user(conn, _USER_BY_ID, {"uid": user_id})
+            if user is None or not user.active:
+                return None
+            if _generation(conn, user_id) != generation:
+                return None
+        return user
 
     def get(self, user_id: int) -> User:
         """The user ``user_id`` with their grids and organisation; ``NotFound`` if none."""
@@ -330,6 +491,31 @@ class Accounts:
         with self.store._read() as conn:
             ids = conn.execute(sa.select(users.c.id).order_by(users.c.username)).scalars().all()
         return [self.get(i) for i in ids]
+
+    def username_clashes(self) -> list[list[str]]:
+        """Groups of usernames that differ only in case (made before usernames were
+        compared without regard to case): each group, sorted, is one person or a mistake
+        an administrator should resolve."""
+        with self.store._read() as conn:
+            names = conn.execute(sa.select(users.c.username)).scalars().all()
+        groups: dict[str, list[str]] = {}
+        for name in names:
+            groups.setdefault(name.casefold(), []).append(name)
+        return sorted(sorted(g) for g in groups.values() if len(g) > 1)
+
+    def stale_assignments(self, grid_codes: set[str],
+                          area_codes: set[str]) -> dict[str, list[str]]:
+        """Username → the codes assigned to the user that no longer exist: grids not in
+        ``grid_codes``, a planner's area not in ``area_codes`` (after a boundary import
+        dropped or re-coded them). Users with nothing stale are left out."""
+        stale: dict[str, list[str]] = {}
+        for user in self.all():
+            gone = [g for g in user.grids if g not in grid_codes]
+            if user.area_code and user.area_code not in area_codes:
+                gone.append(user.area_code)
+            if gone:
+                stale[user.username] = gone
+        return stale
 
     def authenticate(self, username: str, password: str) -> User | None:
         """The active user whose password matches, else None (same work either way)."""
@@ -385,12 +571,35 @@ class Accounts:
         self._changed()
         return n
 
-    def tokens(self, user_id: int) -> list[dict]:
+    def tokens(self, user_id: int | None = None) -> list[dict]:
+        """The API tokens of a user (or of everyone), oldest first: ``id``, ``user_id``,
+        ``username``, ``prefix`` (the first 10 characters), ``label``, ``created_at``,
+        ``revoked_at`` (None while it works). Never the token itself: only its digest is
+        stored."""
+        query = (sa.select(api_tokens.c.id, api_tokens.c.user_id, users.c.username,
+                           api_tokens.c.prefix, api_tokens.c.label, api_tokens.c.created_at,
+                           api_tokens.c.revoked_at)
+                 .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
+                 .order_by(api_tokens.c.id))
+        if user_id is not None:
+            query = query.where(api_tokens.c.user_id == user_id)
         with self.store._read() as conn:
-            return [dict(r) for r in conn.execute(
-                sa.select(api_tokens.c.id, api_tokens.c.prefix, api_tokens.c.label,
-                          api_tokens.c.created_at, api_tokens.c.revoked_at)
-                .where(api_tokens.c.user_id == user_id)).mappings()]
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def revoke_token_id(self, token_id: int, user_id: int) -> int:
+        """Revoke the token ``token_id`` of user ``user_id`` (the admin page's button).
+        Returns 1, or 0 if it was revoked already; ``NotFound`` if the user has no such
+        token."""
+        with self.store._write() as conn:
+            found = conn.execute(sa.select(api_tokens.c.revoked_at).where(
+                api_tokens.c.id == token_id, api_tokens.c.user_id == user_id)).first()
+            if found is None:
+                raise NotFound(f"user {user_id} has no token {token_id}", field="token")
+            n = conn.execute(sa.update(api_tokens).where(
+                api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow())).rowcount
+        self._changed()
+        return n
 
     # -- patrol check-ins -----------------------------------------------------
     def check_in(self, user: User, lon: float, lat: float, grid_code: str | None,

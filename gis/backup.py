@@ -357,6 +357,9 @@ def _restore_sqlite(src: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         s = sqlite3.connect(f"{src.resolve().as_uri()}?mode=ro", uri=True)
+        from gis.storage import create_private_file
+
+        create_private_file(target)  # as the database it replaces: owner only
         d = sqlite3.connect(target, timeout=30)
         try:
             d.execute("PRAGMA busy_timeout=30000")

@@ -85,6 +85,17 @@ _SHAPEFILE_PARTS = (".shx", ".dbf")
 # DBF records are scanned for encoding detection up to this many bytes: enough to see
 # non-ASCII names in any boundary layer, bounded for a pathological upload.
 _DBF_SCAN_BYTES = 16 * 1024 * 1024
+# A .cpg holds one code page name; anything longer is not one.
+_CPG_READ_BYTES = 4096
+# Zip archives are checked against these before anything is extracted. A whole city's
+# grid layer is a few tens of MB unpacked, so 1 GB in total is far beyond real data and
+# still refuses a bomb (a 1.5 MB zip holding a 1.5 GB .dbf) before it costs memory.
+_ZIP_MAX_TOTAL_BYTES = 1024**3
+# Real .dbf files of blank-padded text compress up to a few dozen times; a member that
+# unpacks to more than 100 times its size and is big as well is padding, not data.
+# Small members may compress that well without harm.
+_ZIP_MAX_RATIO = 100
+_ZIP_RATIO_FLOOR_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -141,8 +152,11 @@ def read_layer(
     Raises
     ------
     LayerError
-        If the file cannot be opened, has no CRS and none is given, holds no polygons,
-        lacks a code or name column, or lands outside the globe after reprojection.
+        If the file cannot be opened, has no features (an empty layer would remove every
+        feature of its level), has no CRS and none is given, holds no polygons, lacks a
+        code or name column, or lands outside the globe after reprojection; a ``.zip``
+        also if it would unpack to more than 1 GB or holds a member compressed suspiciously
+        well (a zip bomb).
     """
     level = _check_level(level)
     path = _check_path(path)
@@ -152,6 +166,7 @@ def read_layer(
 
     source = _locate_source(path, level, source_layer, iconv_encoding)
     frame = _read_frame(source, path)
+    _check_not_empty(frame, source, level, path)
     frame = _with_crs(frame, forced_crs, path)
     geometry = _polygonal_geometry(frame, path)
     mapping = _map_fields(list(frame.columns.drop(frame.geometry.name)), level, fields, path)
@@ -354,9 +369,23 @@ def _shapefile_source(path: Path, encoding: str | None) -> _Source:
         raise _missing_parts(path, path.stem, missing)
     if encoding is None:
         cpg = _companion(path, ".cpg")
-        cpg_encoding = _cpg_encoding(cpg.read_bytes()) if cpg is not None else None
-        encoding = cpg_encoding or _detect_dbf_encoding(_companion(path, ".dbf").read_bytes())
+        cpg_encoding = _cpg_encoding(_head(cpg, _CPG_READ_BYTES)) if cpg is not None else None
+        encoding = cpg_encoding or _detect_dbf_encoding(
+            _head(_companion(path, ".dbf"), _dbf_read_bytes()))
     return _Source(str(path), None, encoding)
+
+
+def _dbf_read_bytes() -> int:
+    """How much of a .dbf encoding detection reads: the longest header (its length is a
+    16-bit field) and the records it scans, never the whole file."""
+    return 65_535 + _DBF_SCAN_BYTES
+
+
+def _head(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of a file: detection looks at no more, and a huge file
+    must not be read whole into memory for it."""
+    with path.open("rb") as fh:
+        return fh.read(size)
 
 
 def _zip_source(path: Path, level: str, source_layer: str | None, encoding: str | None) -> _Source:
@@ -369,6 +398,7 @@ def _zip_source(path: Path, level: str, source_layer: str | None, encoding: str 
             details={"path": str(path), "reason": str(exc)},
         ) from exc
     with archive:
+        _check_zip_sizes(path, archive)
         members = {
             name.casefold(): name
             for name in archive.namelist()
@@ -394,11 +424,64 @@ def _zip_source(path: Path, level: str, source_layer: str | None, encoding: str 
             raise _missing_parts(path, member, missing)
         if encoding is None:
             cpg = members.get((base + ".cpg").casefold())
-            cpg_encoding = _cpg_encoding(archive.read(cpg)) if cpg else None
+            cpg_encoding = _cpg_encoding(_zip_head(archive, cpg, _CPG_READ_BYTES)) if cpg else None
             dbf = members[(base + ".dbf").casefold()]
-            encoding = cpg_encoding or _detect_dbf_encoding(archive.read(dbf))
+            encoding = cpg_encoding or _detect_dbf_encoding(
+                _zip_head(archive, dbf, _dbf_read_bytes()))
     gdal_path = f"/vsizip/{path.resolve().as_posix()}/{member}"
     return _Source(gdal_path, None, encoding)
+
+
+def _check_zip_sizes(path: Path, archive: zipfile.ZipFile) -> None:
+    """Refuse a zip bomb from its directory, before a byte is unpacked.
+
+    The sizes checked are those the archive declares; reading never goes past them
+    (:func:`_zip_head` reads a bounded prefix, and GDAL reads the records the ``.dbf``
+    header counts), so a member that lies about its size cannot make either read more.
+    """
+    infos = [info for info in archive.infolist() if not info.is_dir()]
+    total = sum(info.file_size for info in infos)
+    if total > _ZIP_MAX_TOTAL_BYTES:
+        raise LayerError(
+            f"{path} would unpack to {_megabytes(total)} (limit "
+            f"{_megabytes(_ZIP_MAX_TOTAL_BYTES)}); a boundary layer is far smaller, so this "
+            "is not one (or the archive is damaged)",
+            field="file",
+            details={"path": str(path), "unpacked_bytes": total,
+                     "limit_bytes": _ZIP_MAX_TOTAL_BYTES},
+        )
+    for info in infos:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > _ZIP_RATIO_FLOOR_BYTES and ratio > _ZIP_MAX_RATIO:
+            raise LayerError(
+                f"{path}: member {info.filename} unpacks to {_megabytes(info.file_size)} from "
+                f"{_megabytes(info.compress_size)} ({ratio:,.0f} times; real data compresses "
+                f"at most ~{_ZIP_MAX_RATIO} times), so it is refused as a zip bomb; if the "
+                "file is genuine, unzip it and import the .shp",
+                field="file",
+                details={"path": str(path), "member": info.filename,
+                         "unpacked_bytes": info.file_size, "packed_bytes": info.compress_size},
+            )
+
+
+def _megabytes(size: int) -> str:
+    """A byte count for a message, in MB."""
+    return f"{size / 1024**2:,.1f} MB"
+
+
+def _zip_head(archive: zipfile.ZipFile, member: str, size: int) -> bytes:
+    """The first ``size`` unpacked bytes of ``member``: never the whole member, which may
+    be far bigger than what detection looks at."""
+    try:
+        with archive.open(member) as fh:
+            return fh.read(size)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
+        # RuntimeError: an encrypted member; the others: a damaged archive.
+        raise LayerError(
+            f"cannot read {member} in {archive.filename}: {exc}",
+            field="file",
+            details={"member": member, "reason": str(exc)},
+        ) from exc
 
 
 def _missing_parts(path: Path, what: str, missing: list[str]) -> LayerError:
@@ -518,6 +601,20 @@ def _read_frame(source: _Source, path: Path) -> gpd.GeoDataFrame:
             details={"path": str(path)},
         )
     return frame
+
+
+def _check_not_empty(frame: pd.DataFrame, source: _Source, level: str, path: Path) -> None:
+    """Refuse a layer with no features: imported, it would replace the active layer and
+    leave every open case without its code at that level (so no validation could pass
+    it, and ``--force`` must not either)."""
+    if len(frame) == 0:
+        which = f" (layer {source.layer!r})" if source.layer else ""
+        raise LayerError(
+            f"{path}{which}: the file has no features; an empty {level} layer would remove "
+            f"every {level}, so it is not imported",
+            field="file",
+            details={"path": str(path), "layer": source.layer, "level": level},
+        )
 
 
 def _unreadable(path: Path, exc: Exception) -> LayerError:

@@ -126,8 +126,10 @@ class Hemei:
         """Validate new layers against the active ones and activate them if clean.
 
         Returns the validation report. Errors refuse the import (the active layers are
-        untouched) unless ``force``; warnings (repaired geometries) never block it. Open
-        cases are re-assigned to the new boundaries in the same transaction; the
+        untouched) unless ``force`` and every error is one force may override
+        (:data:`gis.validate.FORCEABLE`: geometry, not missing or duplicate codes or an
+        empty layer); warnings (repaired geometries) never block it. Cases not yet
+        closed are re-assigned to the new boundaries in the same transaction; the
         report's ``saved`` (:class:`gis.storage.LayerSave`, None if refused) says which.
         """
         from gis.validate import validate_layers
@@ -135,7 +137,7 @@ class Hemei:
         existing = self.store.load_active_layers() if self.has_layers() else {}
         others = {k: v for k, v in existing.items() if k not in layers}
         report = validate_layers(layers, existing=others)
-        if report.ok or force:
+        if report.ok or (force and report.forceable):
             merged = {**others, **report.layers}
             # Open cases follow the new boundaries (in the same transaction as the
             # layers); with no grid layer yet there is nothing to locate them on.

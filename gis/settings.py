@@ -78,6 +78,12 @@ SETTINGS: tuple[Setting, ...] = (
             "starts; 0: refuse to start on an outdated schema until an operator runs "
             "`hemei db upgrade`."),
     Setting("SECRET_KEY", None, "Flask secret key. Default: a random key kept in the instance."),
+    Setting("LOGIN_LIMIT", "10", "Failed logins allowed per client address and per username "
+            "in 15 minutes; more are refused (429) until the oldest is 15 minutes old. 0: "
+            "no limit."),
+    Setting("SECURE_COOKIES", "0", "1: mark the session cookie Secure, so browsers send it "
+            "over HTTPS only (set it when the service is reached by HTTPS); 0: also over "
+            "plain HTTP."),
 )
 
 

@@ -950,6 +950,20 @@ def _as_sa_error(err: Exception) -> Exception:
     return err
 
 
+def create_private_file(path: str | os.PathLike) -> None:
+    """Create ``path`` empty and readable by its owner only (0600), if it does not exist,
+    before SQLite makes it: a database holds residents' names and phone numbers and
+    password hashes, and SQLite would create it with the umask's mode (usually 0644).
+    Its -wal and -shm files take the database file's mode; an empty file is a new
+    database to SQLite. An existing file keeps its mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        # There already, or a folder we may not write: SQLite opens it or reports the
+        # problem itself, as it would have without this.
+        pass
+
+
 def accounts_stamp_path(database: str | os.PathLike) -> str:
     """The accounts stamp file of the SQLite database file ``database``."""
     return os.fspath(database) + ".accounts"
@@ -1027,6 +1041,7 @@ class SqliteCaseStore(SqlCaseStore):
         self._lock_path = self._stamp_path = None
         path = sa.make_url(url).database
         if path and path != ":memory:" and not path.startswith("file:"):
+            create_private_file(path)
             self._lock_path = path + ".writelock"
             self._stamp_path = accounts_stamp_path(path)
         self._stamp_count = 0

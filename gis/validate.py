@@ -28,6 +28,7 @@ from gis.errors import InvalidInput, LayerError
 from gis.layers import LEVELS, PARENT
 
 CHECKS = (
+    "empty_layer",
     "invalid_geometry",
     "empty_geometry",
     "missing_code",
@@ -39,6 +40,13 @@ CHECKS = (
     "overlap",
     "gap",
 )
+#: The errors ``--force`` may override: the imperfections of real survey data it exists
+#: for (slivers sticking out of a parent, overlaps, gaps), and parent codes that do not
+#: match, which a street re-numbering its communities passes through between importing
+#: one level and the next. Every other error refuses the layer even when forced: codes are
+#: the keys of every table, map and case (a duplicate makes the overview 500), and a layer
+#: or feature with no geometry or no name cannot be shown or located.
+FORCEABLE = frozenset({"outside_parent", "overlap", "gap", "unknown_parent"})
 # Levels whose features must cover their parent completely (DOMAIN: communities cover the
 # street, grids tile their community); compounds do not, since not every place is in one.
 TILING = {"community": "street", "grid": "community"}
@@ -87,6 +95,18 @@ class ValidationReport:
         """True when there is no error (warnings allowed)."""
         return not self.errors
 
+    @property
+    def blocking(self) -> list[Problem]:
+        """Errors that refuse the layers even when the import is forced (any check not in
+        :data:`FORCEABLE`: empty layers, missing or duplicate codes …)."""
+        return [p for p in self.errors if p.check not in FORCEABLE]
+
+    @property
+    def forceable(self) -> bool:
+        """True when ``--force`` may activate the layers: every error is in
+        :data:`FORCEABLE` (also true when there is no error)."""
+        return not self.blocking
+
     def format_text(self) -> str:
         """A report a person can act on: one line per problem, errors first, then a summary.
 
@@ -119,6 +139,7 @@ class ValidationReport:
             "ok": self.ok,
             "error_count": len(self.errors),
             "warning_count": len(self.warnings),
+            "forceable": self.forceable,
             "features": {level: int(len(gdf)) for level, gdf in self.layers.items()},
             "problems": [asdict(p) for p in self.problems],
         }
@@ -152,7 +173,9 @@ def validate_layers(
     -------
     ValidationReport
         Every problem found (checks listed in :data:`CHECKS`) and ``layers`` after repair:
-        invalid geometries replaced by the polygonal part of ``shapely.make_valid``.
+        invalid geometries replaced by the polygonal part of ``shapely.make_valid``. A new
+        layer with no features is an ``empty_layer`` error: it would replace the active
+        one and remove every feature of its level.
 
     Raises
     ------
@@ -172,6 +195,11 @@ def validate_layers(
     problems: list[Problem] = []
     repaired: dict[str, gpd.GeoDataFrame] = {}
     for level in _in_order(new):
+        if len(new[level]) == 0:
+            problems.append(Problem(
+                level, None, "error", "empty_layer",
+                f"the {level} layer has no features; it would remove every {level}",
+            ))
         repaired[level] = _repair(level, new[level], problems)
         problems.extend(_attribute_problems(level, repaired[level]))
     context = {level: _repair(level, old[level], None) for level in _in_order(old)}

@@ -11,8 +11,20 @@ from pathlib import Path
 
 from flask import Flask
 
+from gis.photos import MAX_PHOTOS
 from gis.service import Hemei
-from gis.settings import read_settings
+from gis.settings import SettingsError, read_settings
+
+#: Sent with every response. Pages must not be framed by another site (clickjacking an
+#: admin form), so both the old header and CSP's frame-ancestors say so; the CSP names
+#: nothing else on purpose: the Folium map pages run inline scripts, which a script-src
+#: policy would block.
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 
 def _secret_key(instance: Path) -> str:
@@ -23,6 +35,25 @@ def _secret_key(instance: Path) -> str:
         path.write_text(secrets.token_hex(32), encoding="utf-8")
         path.chmod(0o600)
     return path.read_text(encoding="utf-8").strip()
+
+
+def _security_headers(response):
+    """Add :data:`SECURITY_HEADERS` to a response (a view that sets its own keeps it)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def _flag(settings: dict, name: str) -> bool:
+    """A yes/no setting; a value that is neither is refused (a typo must not quietly
+    leave a cookie insecure)."""
+    value = str(settings.get(name) or "0").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"HEMEI_{name} must be 1 or 0, got {settings.get(name)!r}",
+                        field=name)
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -38,11 +69,13 @@ def create_app(test_config: dict | None = None) -> Flask:
         JSON_AS_ASCII=False,
         # Up to three photos at the photo limit plus the form; each photo is then checked
         # against the limit itself, with a message that names it.
-        MAX_CONTENT_LENGTH=int((3 * float(settings["MAX_PHOTO_MB"]) + 1) * 1024 * 1024),
+        MAX_CONTENT_LENGTH=int((MAX_PHOTOS * float(settings["MAX_PHOTO_MB"]) + 1)
+                               * 1024 * 1024),
         HEMEI=settings,
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=_flag(settings, "SECURE_COOKIES"),
     )
     from webapp.jsonio import OrjsonProvider
 
@@ -71,6 +104,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from webapp.cache import compress_json
 
     app.after_request(compress_json)
+    app.after_request(_security_headers)
     resident.init_app(app)
     app.register_blueprint(resident.bp)
     app.register_blueprint(admin.bp)

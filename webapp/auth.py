@@ -2,22 +2,49 @@
 
 API writes take a token only, never the session cookie, so the JSON API needs no CSRF
 token and a cookie can never be used to write through it from another site.
+
+Sessions are signed cookies, so they cannot be deleted on the server; instead each one
+carries its user's *session generation* (:meth:`gis.accounts.Accounts.session_user`),
+which logging out, a password reset and a deactivation move on: a cookie copied before
+any of those no longer opens a page. Failed logins are limited per client address and
+per username (:class:`LoginThrottle`).
 """
 
 from __future__ import annotations
 
+import math
+import threading
+import time
+import unicodedata
+from collections import deque
 from datetime import timedelta
+from urllib.parse import unquote, urlsplit
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from gis.errors import Forbidden, NotFound, Unauthorized
+from gis.errors import Forbidden, Unauthorized
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
 csrf = CSRFProtect()
+
+#: The session key holding the user's session generation at login.
+SESSION_GENERATION = "hm_gen"
+#: Failed logins are counted over this many seconds.
+LOGIN_WINDOW_S = 15 * 60
 
 
 def hemei():
@@ -27,10 +54,114 @@ def hemei():
 @login_manager.user_loader
 def _load_user(user_id: str):
     try:
-        user = hemei().accounts.get(int(user_id))
-    except (NotFound, ValueError):
+        uid = int(user_id)
+        # Sessions made before generations existed carry none: generation 0, which is
+        # what a user who never logged out since still has.
+        generation = int(session.get(SESSION_GENERATION, 0))
+    except (TypeError, ValueError):
         return None
-    return user if user.active else None
+    return hemei().accounts.session_user(uid, generation)
+
+
+def safe_next(value: str | None) -> str | None:
+    """``value`` if it is a path on this site to go to after logging in, else None.
+
+    Only a local absolute path passes: it starts with one ``/`` (``//host`` is another
+    site), holds no backslash (browsers read ``/\\host`` as ``//host``), no whitespace or
+    control character (browsers drop tabs and newlines, so ``/<TAB>/host`` becomes
+    ``//host``), and has neither scheme nor host. The same holds after percent-decoding,
+    repeatedly, in case something on the way decodes it again.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    candidate = value
+    for _ in range(5):
+        if not _local_path(candidate):
+            return None
+        decoded = unquote(candidate)
+        if decoded == candidate:
+            return value
+        candidate = decoded
+    return None  # still decoding after five rounds: not a path anyone typed
+
+
+def _local_path(value: str) -> bool:
+    """One round of :func:`safe_next`'s checks on ``value`` as it stands."""
+    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return False
+    if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in value):
+        return False
+    parts = urlsplit(value)
+    return not parts.scheme and not parts.netloc
+
+
+class LoginThrottle:
+    """Failed logins per key (a client address, a username) in a sliding window.
+
+    At ``limit`` failures within ``window`` seconds a key is refused until the oldest of
+    them leaves the window; a refused attempt checks no password and counts nothing, and a
+    successful login clears nothing (a client cannot reset its own count by logging in to
+    an account it owns). In-process, like :mod:`webapp.ratelimit`: behind several workers
+    a client can make at most ``limit`` failures per worker. ``webapp.ratelimit`` does not
+    fit: it counts every request, not failures, and keys every bucket by the client
+    address (the per-username limit must hold across addresses).
+    """
+
+    #: Keys kept at most; past that, keys whose failures have all expired are dropped,
+    #: then the least recently failed (one client inventing usernames must not grow it
+    #: without bound).
+    MAX_KEYS = 10_000
+
+    def __init__(self, limit: int, window: float = LOGIN_WINDOW_S):
+        self.limit, self.window = limit, window
+        self._failures: dict[tuple[str, str], deque] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, keys: list[tuple[str, str]]) -> int:
+        """Whole seconds until none of ``keys`` is over the limit (0: go ahead)."""
+        if self.limit <= 0:
+            return 0
+        now = time.monotonic()
+        wait = 0.0
+        with self._lock:
+            for key in keys:
+                q = self._failures.get(key)
+                if q is None:
+                    continue
+                while q and q[0] <= now - self.window:
+                    q.popleft()
+                if len(q) >= self.limit:
+                    wait = max(wait, q[len(q) - self.limit] + self.window - now)
+        return math.ceil(wait) if wait > 0 else 0
+
+    def failed(self, keys: list[tuple[str, str]]) -> None:
+        """Count one failed login for each of ``keys``."""
+        if self.limit <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if len(self._failures) >= self.MAX_KEYS:
+                self._prune(now)
+            for key in keys:
+                q = self._failures.setdefault(key, deque(maxlen=self.limit))
+                q.append(now)
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, q in self._failures.items()
+                    if not q or q[-1] <= now - self.window]:
+            del self._failures[key]
+        if len(self._failures) >= self.MAX_KEYS:
+            by_age = sorted(self._failures, key=lambda k: self._failures[k][-1])
+            for key in by_age[: len(by_age) // 2]:
+                del self._failures[key]
+
+
+def _throttle_keys(username: str) -> list[tuple[str, str]]:
+    """The keys a login attempt counts against: the client's address and the username."""
+    # Usernames are unique without regard to case, so "ADMIN" counts against "admin";
+    # the length cap keeps a megabyte of username from becoming a megabyte of key.
+    return [("address", request.remote_addr or "?"),
+            ("username", username.strip().casefold()[:100])]
 
 
 @login_manager.unauthorized_handler
@@ -83,27 +214,37 @@ def web_user(*roles: str):
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    """Log in with a username and password."""
-    error = None
-    if request.method == "POST":
-        user = hemei().accounts.authenticate(request.form.get("username", ""),
-                                             request.form.get("password", ""))
-        if user is None:
-            error = "wrong"
-        else:
-            login_user(user, remember=False)
-            nxt = request.args.get("next") or ""
-            # Only local paths: no open redirect.
-            if not nxt.startswith("/") or nxt.startswith("//"):
-                nxt = url_for("field.home")
-            return redirect(nxt)
-    return render_template("login.html", error=error), (401 if error else 200)
+    """Log in with a username and password; 401 for a wrong one, 429 (with Retry-After)
+    after too many failures from this client or for this username."""
+    if request.method == "GET":
+        return render_template("login.html", error=None)
+    username = request.form.get("username", "")
+    throttle: LoginThrottle = current_app.extensions["hemei_login_throttle"]
+    keys = _throttle_keys(username)
+    wait = throttle.wait(keys)
+    if wait:
+        return (render_template("login.html", error="throttled",
+                                minutes=max(1, math.ceil(wait / 60))),
+                429, {"Retry-After": str(wait)})
+    accounts = hemei().accounts
+    user = accounts.authenticate(username, request.form.get("password", ""))
+    if user is None:
+        throttle.failed(keys)
+        return render_template("login.html", error="wrong"), 401
+    login_user(user, remember=False)
+    session[SESSION_GENERATION] = accounts.session_generation(user.id)
+    # Only local paths: no open redirect.
+    return redirect(safe_next(request.args.get("next")) or url_for("field.home"))
 
 
 @bp.post("/logout")
 def logout():
-    """Log out (a POST with the CSRF token, so another site cannot log you out)."""
+    """Log out (a POST with the CSRF token, so another site cannot log you out). Every
+    session of the user ends, on every device: a copied cookie stops working too."""
+    if current_user.is_authenticated:
+        hemei().accounts.end_sessions(current_user.id)
     logout_user()
+    session.pop(SESSION_GENERATION, None)
     flash("logged_out")
     return redirect(url_for("pages.overview"))
 
@@ -132,6 +273,21 @@ class SessionInterface(SecureCookieSessionInterface):
         super().save_session(app, session, response)
 
 
+def _login_limit(app) -> int:
+    """The LOGIN_LIMIT setting as a count; a value that is not one is a clean error."""
+    from gis.settings import SettingsError
+
+    value = app.config["HEMEI"].get("LOGIN_LIMIT")
+    try:
+        limit = int(str(value if value is not None else "0").strip() or "0")
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise SettingsError(f"HEMEI_LOGIN_LIMIT must be a whole number ≥ 0, got {value!r}",
+                            field="LOGIN_LIMIT")
+    return limit
+
+
 def init_app(app) -> None:
     """Sessions, login and CSRF for the app."""
     app.session_interface = SessionInterface()
@@ -141,17 +297,14 @@ def init_app(app) -> None:
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", 12 * 3600)
     login_manager.init_app(app)
     csrf.init_app(app)
+    app.extensions["hemei_login_throttle"] = LoginThrottle(_login_limit(app))
     app.register_blueprint(bp)
 
     @app.errorhandler(CSRFError)
     def _csrf(err):
-        from gis.errors import InvalidInput
-        from webapp.errors import error_response
+        from webapp.errors import error_response, form_expired
 
         if not current_user.is_authenticated and request.blueprint in ("admin", "field"):
             return error_response(Unauthorized(
                 "your session has expired or you are not logged in; log in again"))
-
-        return error_response(InvalidInput(
-            f"the form's security token is missing or expired ({err.description}); "
-            "reload the page and try again", field="csrf_token"))
+        return form_expired(err)

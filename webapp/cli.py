@@ -120,11 +120,16 @@ def _serve_gunicorn(app, host: str, port: int, workers: int) -> None:
 @click.option("--field", "fields", multiple=True, metavar="NAME=COLUMN",
               help="Map a field: code, name, parent_code or households to a column.")
 @click.option("--source-layer", default=None, help="Layer inside a GeoPackage.")
-@click.option("--force", is_flag=True, help="Activate the layer even if validation has errors.")
+@click.option("--force", is_flag=True,
+              help="Activate the layer despite overlaps, gaps, features outside their "
+                   "parent or unknown parent codes. Never despite missing or duplicate "
+                   "codes, features with no geometry or no name, or a file with no features.")
 def import_shapes(path, level, crs, encoding, fields, source_layer, force) -> None:
     """Import a boundary layer (GeoPackage, Shapefile, .zip or GeoJSON), validate it
-    against the active layers, and activate it if it is clean."""
+    against the active layers, and activate it if it is clean. Warns about accounts
+    still assigned to grids or areas the new layer no longer has."""
     from gis.layers import read_layer
+    from gis.validate import FORCEABLE
 
     mapping = {}
     for f in fields:
@@ -137,8 +142,12 @@ def import_shapes(path, level, crs, encoding, fields, source_layer, force) -> No
         gdf = read_layer(path, level, crs=crs, encoding=encoding, fields=mapping or None,
                          source_layer=source_layer)
         h = _service()
-        report = h.import_layers({level: gdf}, source=path, force=force,
-                                 actor="hemei import-shapes")
+        report = h.import_layers({level: gdf}, source=path, actor="hemei import-shapes")
+        if not report.ok and force and report.forceable:
+            # Validated again inside the import: --force lets through only what
+            # FORCEABLE names, which the first report showed to be all there is.
+            report = h.import_layers({level: gdf}, source=path, force=True,
+                                     actor="hemei import-shapes")
     except HemeiError as err:
         _fail(err)
     except sa.exc.SQLAlchemyError as err:
@@ -148,22 +157,69 @@ def import_shapes(path, level, crs, encoding, fields, source_layer, force) -> No
                    f"the cases are unchanged): {why}", err=True)
         sys.exit(2)
     click.echo(report.format_text())
-    if not report.ok and not force:
-        click.echo("import refused: the active layers are unchanged (use --force to "
-                   "override)", err=True)
+    if report.saved is None:
+        if not report.forceable:
+            checks = ", ".join(sorted({p.check for p in report.blocking}))
+            click.echo(f"import refused: the active layers are unchanged; --force cannot "
+                       f"override {checks} (it overrides only {', '.join(sorted(FORCEABLE))})"
+                       ": fix the file", err=True)
+        else:
+            click.echo("import refused: the active layers are unchanged (use --force to "
+                       "override)", err=True)
         sys.exit(1)
     click.echo(f"imported {len(gdf)} {level} features from {path}")
     saved = report.saved
     click.echo(f"open cases: {saved.checked} checked, {len(saved.moved)} re-assigned to the "
                f"new boundaries (old codes kept in their history)")
     for cid, (old, new) in list(saved.moved.items())[:20]:
-        click.echo(f"  case {cid}: grid {old['grid_code']} → {new['grid_code']}")
+        click.echo(f"  case {cid}: {_moved_codes(old, new)}")
     if len(saved.moved) > 20:
         click.echo(f"  … and {len(saved.moved) - 20} more")
     if saved.outside:
         click.echo(f"warning: {len(saved.outside)} open cases lie outside every new grid "
                    f"and keep their old codes: {', '.join(map(str, saved.outside[:20]))}",
                    err=True)
+    _warn_stale_assignments(h)
+
+
+def _moved_codes(old: dict, new: dict) -> str:
+    """What changed in a re-assigned case's chain: ``grid A → B`` first, then any other
+    level that changed (a new compound layer moves cases between compounds only)."""
+    parts = []
+    for level in ("grid", "compound", "community", "street"):
+        before, after = old.get(f"{level}_code"), new.get(f"{level}_code")
+        if before != after or (level == "grid" and not parts):
+            parts.append(f"{level} {before or 'none'} → {after or 'none'}")
+    return "; ".join(parts) if parts else "unchanged"
+
+
+def _warn_stale_assignments(h) -> None:
+    """Name on stderr the accounts assigned to grids or areas no active layer has."""
+    layers = h.layers
+    grids = set(layers["grid"]["code"]) if "grid" in layers else set()
+    areas = {code for level in ("street", "community") if level in layers
+             for code in layers[level]["code"]}
+    for username, codes in h.accounts.stale_assignments(grids, areas).items():
+        click.echo(f"warning: {username} is assigned to {', '.join(codes)}, which no longer "
+                   "exist(s) in the active layers; assign them again on /admin/", err=True)
+
+
+# The options of `hemei user add` that set each field an account error names.
+_USER_OPTIONS = {"grid": "--grid", "org": "--org", "area_code": "--area",
+                 "display_name": "--display-name", "password": "--password"}
+
+
+def _fail_user(err: HemeiError) -> None:
+    """An account error with the option to fix it, non-zero exit."""
+    option = _USER_OPTIONS.get(err.field or "")
+    click.echo(f"error: {err.message}" + (f" ({option})" if option else ""), err=True)
+    sys.exit(2)
+
+
+def _area_codes(h) -> set[str]:
+    """The street and community codes of the active layers: what a planner's area may be."""
+    return {code for level in ("street", "community") if level in h.layers
+            for code in h.layers[level]["code"]}
 
 
 @main.group()
@@ -177,12 +233,13 @@ def user() -> None:
               required=True)
 @click.option("--grid", "grids", multiple=True, help="A grid code (grid workers; repeat).")
 @click.option("--org", default=None, help="Organisation name (field staff); created if new.")
-@click.option("--area", default=None, help="Street or community code (planners).")
+@click.option("--area", default=None, help="Street or community code (planners; required).")
 @click.option("--display-name", default=None)
 @click.option("--password", default=None, help="Prompted for when omitted.")
 @click.option("--no-password", is_flag=True, help="Token-only account (no web login).")
 def user_add(name, role, grids, org, area, display_name, password, no_password) -> None:
-    """Create an account: hemei user add NAME --role R [--grid CODE ...] [--org ORG]."""
+    """Create an account: hemei user add NAME --role R [--grid CODE ...] [--org ORG]
+    [--area CODE]. Usernames are unique without regard to case."""
     from gis.errors import NotFound
 
     try:
@@ -198,18 +255,82 @@ def user_add(name, role, grids, org, area, display_name, password, no_password) 
             password = click.prompt("password", hide_input=True, confirmation_prompt=True)
         u = h.accounts.add_user(name, role, password=password, display_name=display_name,
                                 grids=list(grids), org_id=org_id, area_code=area,
-                                known_grids=set(h.layers["grid"]["code"]))
+                                known_grids=set(h.layers["grid"]["code"]),
+                                known_areas=_area_codes(h))
     except HemeiError as err:
-        _fail(err)
+        _fail_user(err)
     click.echo(json.dumps(u.to_dict(), ensure_ascii=False))
 
 
 @user.command("list")
 def user_list() -> None:
-    """List accounts."""
-    h = _service()
-    for u in h.accounts.all():
-        click.echo(f"{u.username}\t{u.role}\t{u.org_name or ''}\t{','.join(u.grids)}")
+    """List accounts: username, role, organisation, grids or area, active/deactivated.
+    Warns (stderr) about usernames that differ only in case and about assignments to
+    grids or areas that no longer exist."""
+    try:
+        h = _service()
+        users = h.accounts.all()
+        clashes = h.accounts.username_clashes()
+    except HemeiError as err:
+        _fail(err)
+    for u in users:
+        where = ",".join(u.grids) or u.area_code or ""
+        click.echo(f"{u.username}\t{u.role}\t{u.org_name or ''}\t{where}\t"
+                   f"{'active' if u.active else 'deactivated'}")
+    for group in clashes:
+        click.echo(f"warning: usernames {', '.join(group)} differ only in case; deactivate "
+                   "the ones that should not exist", err=True)
+    if users:
+        _warn_stale_assignments(h)
+
+
+def _set_active(name: str, active: bool) -> None:
+    """`hemei user activate/deactivate NAME`: set the flag and say what it means."""
+    try:
+        h = _service()
+        u = h.accounts.by_username(name)
+        h.accounts.set_active(u.id, active)
+        live = [t for t in h.accounts.tokens(u.id) if t["revoked_at"] is None]
+    except HemeiError as err:
+        _fail(err)
+    if active:
+        click.echo(f"activated {u.username}: they can log in again and their "
+                   f"{len(live)} unrevoked API token(s) work again")
+    else:
+        click.echo(f"deactivated {u.username}: their web sessions have ended and their "
+                   f"{len(live)} API token(s) no longer work (`hemei user activate "
+                   f"{u.username}` undoes it; `hemei token revoke` ends a token for good)")
+
+
+@user.command("deactivate")
+@click.argument("name")
+def user_deactivate(name) -> None:
+    """Deactivate account NAME: no login, no API token works, sessions end at once."""
+    _set_active(name, False)
+
+
+@user.command("activate")
+@click.argument("name")
+def user_activate(name) -> None:
+    """Reactivate account NAME (their unrevoked API tokens work again)."""
+    _set_active(name, True)
+
+
+@user.command("passwd")
+@click.argument("name")
+@click.option("--password", default=None, help="Prompted for when omitted.")
+def user_passwd(name, password) -> None:
+    """Set a new password for NAME (at least 8 characters); their web sessions end."""
+    try:
+        h = _service()
+        u = h.accounts.by_username(name)
+        if password is None:
+            password = click.prompt("new password", hide_input=True,
+                                    confirmation_prompt=True)
+        h.accounts.set_password(u.id, password)
+    except HemeiError as err:
+        _fail(err)
+    click.echo(f"password of {u.username} changed; their web sessions have ended")
 
 
 @main.group()
@@ -230,11 +351,36 @@ def token_create(name, label) -> None:
         _fail(err)
 
 
+@token.command("list")
+@click.argument("name", required=False)
+def token_list(name) -> None:
+    """List the API tokens of user NAME (or of everyone): the first 10 characters (what
+    `hemei token revoke` takes), user, label, created (UTC), and active or revoked. The
+    tokens themselves are not stored and cannot be shown."""
+    try:
+        h = _service()
+        uid = h.accounts.by_username(name).id if name else None
+        rows = h.accounts.tokens(uid)
+        inactive = {u.username for u in h.accounts.all() if not u.active}
+    except HemeiError as err:
+        _fail(err)
+    for t in rows:
+        if t["revoked_at"] is not None:
+            state = f"revoked {t['revoked_at']:%Y-%m-%d %H:%M}"
+        else:
+            state = "user deactivated" if t["username"] in inactive else "active"
+        click.echo(f"{t['prefix']}\t{t['username']}\t{t['label']}\t"
+                   f"{t['created_at']:%Y-%m-%d %H:%M}\t{state}")
+
+
 @token.command("revoke")
 @click.argument("token_or_prefix")
 def token_revoke(token_or_prefix) -> None:
     """Revoke a token (the token itself or its first 10 characters)."""
-    n = _service().accounts.revoke_token(token_or_prefix)
+    try:
+        n = _service().accounts.revoke_token(token_or_prefix)
+    except HemeiError as err:
+        _fail(err)
     click.echo(f"revoked {n} token(s)")
     if n == 0:
         sys.exit(1)
@@ -345,6 +491,7 @@ def export_cases(fmt, out, period, category, grid, community, status, lang,
                  batch_size) -> None:
     """Export cases with their grid chain (never reporters' names or phone numbers)."""
     from gis import exports
+    from gis.coverage import parse_period, up_to_now
     from gis.errors import InvalidInput
 
     fmt = _format_for(fmt, out, _CASE_FORMATS)
@@ -354,12 +501,15 @@ def export_cases(fmt, out, period, category, grid, community, status, lang,
     try:
         h = _service()
         h.ensure_initialised()
-        filters = exports.CaseFilters.parse(period=period, category=category, grid=grid,
+        # As the web export: bounded years, no period that starts after now.
+        p = up_to_now(parse_period(period)) if period and period.strip() else None
+        filters = exports.CaseFilters.parse(period=p, category=category, grid=grid,
                                             community=community, status=status)
         for level, code in (("grid", grid), ("community", community)):
             if code and h.locator.name(level, code) is None:
                 raise InvalidInput(f"unknown {level} code {code!r}", field=level)
-        bar, progress = _progress_bar("导出案件" if lang == "zh" else "exporting cases")
+        # The command speaks English whatever --lang (the language of the file).
+        bar, progress = _progress_bar("exporting cases")
         kw = {"locale": lang, "batch_size": batch_size, "progress": progress}
         with bar:
             if fmt == "csv":
@@ -387,11 +537,15 @@ def export_cases(fmt, out, period, category, grid, community, status, lang,
 @click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default=None,
               help="Default: from the suffix of --out.")
 @click.option("--out", required=True, help="Output file ('-' for stdout: csv).")
-@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
-def export_indicators(level, period, fmt, out, lang) -> None:
-    """Export the national indicators of every area of a level, with 环比 and 同比."""
+@click.option("--category", default=None, help="Only this category's cases (a code).")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True,
+              help="Language of the file's headers.")
+def export_indicators(level, period, fmt, out, category, lang) -> None:
+    """Export the national indicators of every area of a level, with 环比 and 同比.
+    A period that starts after now is refused; the current month is counted to date."""
     from gis import exports
-    from gis.coverage import parse_period
+    from gis.catalogue import get_category
+    from gis.coverage import parse_period, up_to_now
     from gis.indicators import indicators
 
     fmt = _format_for(fmt, out, ("csv", "xlsx"))
@@ -399,10 +553,11 @@ def export_indicators(level, period, fmt, out, lang) -> None:
         click.echo("error: xlsx needs a file; give --out FILE", err=True)
         sys.exit(2)
     try:
-        p = parse_period(period)
+        p = up_to_now(parse_period(period))
+        cat = get_category(category).code if category else None
         h = _service()
         h.ensure_initialised()
-        df = indicators(h.store, level, p)
+        df = indicators(h.store, level, p, category=cat)
         if fmt == "csv":
             _write_text(out, exports.indicators_csv(df, locale=lang))
         else:
@@ -432,18 +587,20 @@ def _last_month() -> str:
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
 @click.option("--street", default=None, help="The street's code (default: the first).")
 def report(period, out, lang, street) -> None:
-    """Write the monthly report for the street office as a PDF."""
+    """Write the monthly report for the street office as a PDF. A period that starts
+    after now is refused; the current month is reported to date."""
     import warnings
 
-    from gis.coverage import parse_period
+    from gis.coverage import parse_period, up_to_now
     from gis.report import monthly_report
 
     try:
-        p = parse_period(period or _last_month())
+        p = up_to_now(parse_period(period or _last_month()))
         h = _service()
         h.ensure_initialised()
-        click.echo(f"{'生成报告' if lang == 'zh' else 'building the report'} {p.key} …",
-                   err=True)
+        # The command speaks English whatever --lang (the language of the PDF).
+        to_date = f" to date ({p.end:%Y-%m-%d %H:%M} UTC)" if p.partial else ""
+        click.echo(f"building the report for {p.key}{to_date} …", err=True)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
             result = monthly_report(h, p, out, locale=lang, street=street)

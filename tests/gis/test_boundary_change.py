@@ -214,3 +214,19 @@ def test_import_shapes_says_which_open_cases_moved(hemei, redrawn, instance, tmp
     assert "re-assigned to the new boundaries" in r.stdout
     assert f"case {case.id}: grid {code_b} → {code_a}" in r.stdout
     assert hemei.store.get_case(case.id).grid_code == code_a
+
+
+def test_force_does_not_save_duplicate_codes_or_an_empty_layer(hemei, redrawn):
+    """``force`` overrides geometric checks only: codes are keys everywhere (a forced
+    duplicate made the overview and coverage 500), and an empty layer drops every case's
+    code. The service holds this, not only the CLI."""
+    grids, code_a, code_b, _ = redrawn
+    dup = grids.copy()
+    dup.loc[dup["code"] == code_b, "code"] = code_a
+    before = _snapshot(hemei)
+    report = hemei.import_layers({"grid": dup}, source="dup.gpkg", force=True)
+    assert not report.ok and report.saved is None
+    assert _snapshot(hemei) == before
+    report = hemei.import_layers({"grid": grids.iloc[0:0]}, source="empty.gpkg", force=True)
+    assert not report.ok and report.saved is None
+    assert _snapshot(hemei) == before

@@ -387,3 +387,45 @@ def test_any_regular_tiling_is_ok_and_a_shifted_cell_is_not(columns, rows, shift
         checks = {p.check for p in report.errors}
         assert {"gap", "overlap"} <= checks
         assert ("outside_parent" in checks) == (columns == 1)
+
+
+# --- what --force may override --------------------------------------------------------------
+
+
+def test_a_layer_with_no_features_is_an_error_no_force_overrides():
+    report = validate_layers({"grid": layer([])},
+                             existing={"street": street(), "community": communities()})
+    [empty] = only(report, "empty_layer")
+    assert empty.severity == "error" and "remove every grid" in empty.message
+    assert not report.ok and not report.forceable
+    assert report.blocking == [empty]
+    assert report.to_dict()["forceable"] is False
+
+
+@pytest.mark.parametrize("change, check", [
+    (lambda rows: rows.__setitem__(1, (rows[0][0],) + rows[1][1:]), "duplicate_code"),
+    (lambda rows: rows.__setitem__(1, (None,) + rows[1][1:]), "missing_code"),
+    (lambda rows: rows.__setitem__(1, rows[1][:1] + (None,) + rows[1][2:]), "missing_name"),
+    (lambda rows: rows.__setitem__(1, rows[1][:3] + (Polygon(),)), "empty_geometry"),
+])
+def test_codes_names_and_geometry_are_not_forceable(change, check):
+    rows = clean_grids()
+    change(rows)
+    report = with_grids(rows)
+    assert check in {p.check for p in report.blocking}
+    assert not report.forceable
+
+
+@pytest.mark.parametrize("change, check", [
+    (lambda rows: rows.__setitem__(0, grid(1, box(0, 100, 130, 200))), "overlap"),
+    (lambda rows: rows.__setitem__(0, grid(1, box(0, 100, 80, 200))), "gap"),
+    (lambda rows: rows.__setitem__(2, grid(3, box(-10, 0, 100, 100))), "outside_parent"),
+    (lambda rows: rows.__setitem__(0, grid(1, box(0, 100, 100, 200), parent="451102003009")),
+     "unknown_parent"),
+])
+def test_geometric_and_parent_errors_are_forceable(change, check):
+    rows = clean_grids()
+    change(rows)
+    report = with_grids(rows)
+    assert check in {p.check for p in report.errors}
+    assert report.blocking == [] and report.forceable and not report.ok

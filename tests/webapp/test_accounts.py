@@ -114,6 +114,25 @@ def test_right_password_redirects_and_logs_in(public_client):
 @pytest.mark.parametrize("nxt, where", [
     ("/admin/", "/admin/"), ("//evil.example/x", "/m/"), ("https://evil.example/", "/m/"),
     ("javascript:alert(1)", "/m/"),
+    # Local paths that stay local.
+    ("/grids/451102003001001?lang=en", "/grids/451102003001001?lang=en"),
+    ("/planner?q=%E6%B1%9F%E5%8D%97", "/planner?q=%E6%B1%9F%E5%8D%97"),
+    # Browsers drop tabs and newlines and read a backslash as a slash: all become //host.
+    ("/\tevil.example.com", "/m/"), ("/\t/evil.example.com", "/m/"),
+    ("\t//evil.example.com", "/m/"), ("/\\evil.example.com", "/m/"),
+    ("/\n/evil.example.com", "/m/"), ("/\r/evil.example.com", "/m/"),
+    ("\\\\evil.example.com", "/m/"), ("\\/evil.example.com", "/m/"),
+    (" //evil.example.com", "/m/"), ("/ /evil.example.com", "/m/"),
+    ("/\u3000/evil.example.com", "/m/"), ("/\u202e/evil.example.com", "/m/"),
+    ("/\x00/evil.example.com", "/m/"),
+    # Encoded once more than the query string decodes: refused in case something does.
+    ("/%2F%2Fevil.example.com", "/m/"), ("/%2f/evil.example.com", "/m/"),
+    ("/%09/evil.example.com", "/m/"), ("/%5Cevil.example.com", "/m/"),
+    ("/%252F%252Fevil.example.com", "/m/"),
+    # Schemes and hosts in every spelling.
+    ("HTTPS://evil.example/", "/m/"), ("http:evil.example", "/m/"),
+    ("JavaScript:alert(1)", "/m/"), ("data:text/html,x", "/m/"), ("evil.example", "/m/"),
+    ("///evil.example.com", "/m/"), ("", "/m/"),
 ])
 def test_login_goes_only_to_local_next_pages(public_client, nxt, where):
     token = csrf_token(public_client.get("/login"))

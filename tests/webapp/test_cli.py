@@ -112,3 +112,133 @@ def test_bad_field_option(instance, tmp_path):
     f.write_text('{"type": "FeatureCollection", "features": []}', encoding="utf-8")
     r = run(["import-shapes", str(f), "--layer", "grid", "--field", "code"], instance)
     assert r.returncode == 2 and "NAME=COLUMN" in r.stderr
+
+
+# -- what import-shapes refuses even with --force -------------------------------------------
+
+
+def active_versions(instance: Path) -> list[tuple]:
+    import sqlite3
+
+    con = sqlite3.connect(instance / "hemei.sqlite3")
+    try:
+        return con.execute("SELECT id, level, features FROM layer_versions WHERE active "
+                           "ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def demo_layers():
+    return read_layer_set(str(DEMO_GPKG))
+
+
+@pytest.mark.parametrize("level", ["street", "community", "compound", "grid"])
+def test_a_layer_with_no_features_is_refused_even_with_force(instance, tmp_path, demo_layers,
+                                                            level):
+    path = tmp_path / f"empty_{level}.gpkg"
+    demo_layers[level].iloc[0:0].to_file(path, layer=level, engine="pyogrio")
+    before = active_versions(instance)
+    r = run(["import-shapes", str(path), "--layer", level, "--force"], instance)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "the file has no features" in r.stderr and "Traceback" not in r.stderr
+    assert "OK" not in r.stdout
+    assert active_versions(instance) == before
+
+
+def test_an_empty_compound_layer_leaves_the_compound_pages_working(instance, tmp_path,
+                                                                  demo_layers):
+    from webapp import create_app
+
+    code = demo_layers["compound"]["code"].iloc[0]
+    path = tmp_path / "empty_compound.gpkg"
+    demo_layers["compound"].iloc[0:0].to_file(path, layer="compound", engine="pyogrio")
+    r = run(["import-shapes", str(path), "--layer", "compound", "--force"], instance)
+    assert r.returncode == 2
+    app = create_app({"TESTING": True, "INSTANCE": str(instance), "TILES": "none"})
+    try:
+        c = app.test_client()
+        assert c.get(f"/compounds/{code}").status_code == 200
+        assert c.get(f"/r/{code}").status_code == 200
+        with_compound = app.extensions["hemei"].store.list_cases(compound=code, limit=1)[1]
+        assert with_compound > 0  # open cases kept their compound code
+    finally:
+        app.extensions["hemei"].store.dispose()
+
+
+@pytest.mark.parametrize("problem", ["duplicate_code", "missing_code"])
+def test_duplicate_or_missing_codes_are_refused_even_with_force(instance, tmp_path,
+                                                               demo_grid, problem):
+    from webapp import create_app
+
+    g = demo_grid.copy()
+    g.loc[1, "code"] = g.loc[0, "code"] if problem == "duplicate_code" else None
+    path = tmp_path / f"{problem}.gpkg"
+    g.to_file(path, layer="grid", engine="pyogrio")
+    before = active_versions(instance)
+    r = run(["import-shapes", str(path), "--layer", "grid", "--force"], instance)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"[{problem}]" in r.stdout
+    assert f"--force cannot override {problem}" in r.stderr
+    assert "active layers are unchanged" in r.stderr and "Traceback" not in r.stderr
+    assert "imported" not in r.stdout
+    assert active_versions(instance) == before
+    app = create_app({"TESTING": True, "INSTANCE": str(instance), "TILES": "none"})
+    try:
+        c = app.test_client()
+        for url in ("/", "/api/v1/coverage", "/api/v1/hotspots"):
+            assert c.get(url).status_code == 200, url
+    finally:
+        app.extensions["hemei"].store.dispose()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")  # .dbf cuts
+def test_a_zip_bomb_is_refused_before_it_is_unpacked(instance, tmp_path, demo_grid):
+    import zipfile
+
+    (tmp_path / "src").mkdir()
+    shp = tmp_path / "src" / "grid.shp"
+    demo_grid.to_file(shp, engine="pyogrio", encoding="UTF-8")
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for part in shp.parent.glob("grid.*"):
+            if part.suffix != ".dbf":
+                archive.write(part, part.name)
+        with archive.open("grid.dbf", "w", force_zip64=True) as out:
+            out.write(shp.with_suffix(".dbf").read_bytes())
+            for _ in range(64):
+                out.write(b"\0" * (1 << 20))  # 64 MB of padding, ~64 KB packed
+    assert path.stat().st_size < 1 << 20
+    before = active_versions(instance)
+    r = run(["import-shapes", str(path), "--layer", "grid"], instance)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error:") and "zip bomb" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert active_versions(instance) == before
+
+
+def test_import_names_the_accounts_left_on_grids_that_no_longer_exist(instance, tmp_path,
+                                                                     demo_grid, people):
+    from tests.webapp.test_accounts import logged_in
+    from webapp import create_app
+
+    dropped = people["grids"]["gw"][0]
+    g = demo_grid.copy()
+    g.loc[g["code"] == dropped, "code"] = "451102003001099"  # re-coded: the old code is gone
+    path = tmp_path / "recoded.gpkg"
+    g.to_file(path, layer="grid", engine="pyogrio")
+    r = run(["import-shapes", str(path), "--layer", "grid"], instance)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"warning: gw is assigned to {dropped}, which no longer exist" in r.stderr
+    assert "gw2" not in r.stderr  # their grids are all still there
+    listed = run(["user", "list"], instance, check=True)
+    assert f"warning: gw is assigned to {dropped}" in listed.stderr
+    app = create_app({"TESTING": True, "INSTANCE": str(instance), "TILES": "none"})
+    try:
+        client, _ = logged_in(app, "admin")
+        html = client.get("/admin/").get_data(as_text=True)
+        assert 'id="stale-assignments"' in html
+        assert f'<li data-username="gw">gw: {dropped}</li>' in html
+        assert 'data-username="gw2">gw2' not in html
+    finally:
+        app.extensions["hemei"].store.dispose()
