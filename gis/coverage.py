@@ -36,12 +36,18 @@ from gis.i18n import label as _label
 from gis.storage import cases
 
 __all__ = [
-    "METRICS", "Metric", "Period", "area_metrics", "get_metric", "grid_metrics",
-    "metrics_query", "parse_period",
+    "MAX_YEAR", "METRICS", "MIN_YEAR", "Metric", "Period", "area_metrics", "check_year",
+    "get_metric", "grid_metrics", "metrics_query", "parse_period", "up_to_now",
 ]
 
 DONE_STATUSES = ("resolved", "closed")
 MAX_DAYS = 3660
+# The years a period (or a week in one) may fall in. The bound is what keeps every
+# period derived from one in the range of ``datetime``: the previous period and the year
+# before it (环比/同比, at most 2 × 3660 days and a year earlier) and a week after a day.
+# Without it "0001-01" reached Period.previous() and overflowed (a 500), and "9999-12-31"
+# overflowed when a week was added. Case data outside 1900–2999 does not exist.
+MIN_YEAR, MAX_YEAR = 1900, 2999
 HELPER_COLUMNS = ("reported_in_period", "resolved_of_reported", "closed_in_period",
                   "closed_with_due", "closed_on_time")
 
@@ -192,6 +198,9 @@ class Period:
     start: datetime
     end: datetime
     key: str
+    # The period had not ended when it was asked for, so it was cut at that moment
+    # (:func:`up_to_now`): its figures are "to date" and pages say so.
+    partial: bool = False
 
     def __post_init__(self):
         if not self.start < self.end:
@@ -209,12 +218,16 @@ class Period:
         """The period immediately before, for 环比 comparisons.
 
         A calendar month gives the previous calendar month (September for October, although
-        it is a day shorter: that is what a monthly 环比 compares); any other period gives
-        the span of the same length that ends where this one starts.
+        it is a day shorter: that is what a monthly 环比 compares), or for a month cut at
+        now (``partial``) as much of the previous month as has passed of this one; any
+        other period gives the span of the same length that ends where this one starts.
         """
         if _MONTH.fullmatch(self.key):
             first = (self.start - timedelta(days=1)).replace(day=1)
-            return Period(first, self.start, f"{first:%Y-%m}")
+            # A month cut at now (partial) is compared with as much of the month before,
+            # like with like: 1–26 November with 1–26 October, not with all of October.
+            end = min(first + self.length, self.start) if self.partial else self.start
+            return Period(first, end, f"{first:%Y-%m}")
         start = self.start - self.length
         if _is_midnight(start) and _is_midnight(self.start):
             last = (self.start - timedelta(days=1)).date()
@@ -222,10 +235,14 @@ class Period:
         return Period(start, self.start, f"{self.key}:previous")
 
     def to_dict(self) -> dict:
-        """A JSON-able description: key, and start/end as ISO 8601 UTC (end excluded)."""
-        return {"key": self.key,
-                "start": self.start.isoformat(timespec="seconds") + "Z",
-                "end": self.end.isoformat(timespec="seconds") + "Z"}
+        """A JSON-able description: key, and start/end as ISO 8601 UTC (end excluded);
+        ``"partial": true`` as well for a period cut at now (:func:`up_to_now`)."""
+        out = {"key": self.key,
+               "start": self.start.isoformat(timespec="seconds") + "Z",
+               "end": self.end.isoformat(timespec="seconds") + "Z"}
+        if self.partial:
+            out["partial"] = True
+        return out
 
 
 def _is_midnight(t: datetime) -> bool:
@@ -235,6 +252,17 @@ def _is_midnight(t: datetime) -> bool:
 def _bad(text, why: str = "") -> InvalidInput:
     lead = f"invalid period {text!r}" + (f" ({why})" if why else "")
     return InvalidInput(f"{lead}; use {_FORMS}", field="period")
+
+
+def check_year(year: int, text, field: str = "period") -> None:
+    """``InvalidInput`` naming ``field`` (and quoting ``text``) unless ``year`` is one of
+    :data:`MIN_YEAR`–:data:`MAX_YEAR` (see there why periods are bounded). Shared by the
+    periods and anything parsed beside them (the planner's ``week``)."""
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        why = f"the year must be from {MIN_YEAR} to {MAX_YEAR}"
+        if field == "period":
+            raise _bad(text, why)
+        raise InvalidInput(f"invalid {field} {text!r} ({why})", field=field)
 
 
 def _naive_utc(t: datetime) -> datetime:
@@ -251,7 +279,10 @@ def parse_period(text: str | None, now: datetime | None = None) -> Period:
         ``"30d"``, ``"90d"``, ``"365d"`` or any ``Nd`` with 1 ≤ N ≤ 3660: the last N days
         ending ``now``. ``"2026-10"``: that calendar month. ``"2026-10-01..2026-10-31"``:
         those days, both included (at most 3660). Months and dates are UTC days for now
-        (a later issue may use Asia/Shanghai).
+        (a later issue may use Asia/Shanghai). Years are :data:`MIN_YEAR` to
+        :data:`MAX_YEAR`, so the previous period, the year before and a week after any
+        day of the period can always be computed. A period may lie in the future: see
+        :func:`up_to_now` for refusing or cutting it.
     now : datetime, optional
         The end of relative periods; default :func:`gis.cases.utcnow`. An aware datetime is
         converted to naive UTC.
@@ -278,16 +309,15 @@ def parse_period(text: str | None, now: datetime | None = None) -> Period:
         n = int(m.group(1))
         if not 1 <= n <= MAX_DAYS:
             raise _bad(text, f"the number of days must be 1 to {MAX_DAYS}")
+        check_year(now.year, text)
         return Period(now - timedelta(days=n), now, f"{n}d")
     if m := _MONTH.fullmatch(s):
         year, month = int(m.group(1)), int(m.group(2))
         if not 1 <= month <= 12:
             raise _bad(text, "the month must be 01 to 12")
-        try:
-            start = datetime(year, month, 1)
-            end = datetime(year + (month == 12), month % 12 + 1, 1)
-        except ValueError as exc:
-            raise _bad(text, "the year is out of range") from exc
+        check_year(year, text)
+        start = datetime(year, month, 1)
+        end = datetime(year + (month == 12), month % 12 + 1, 1)
         return Period(start, end, f"{year:04d}-{month:02d}")
     if m := _RANGE.fullmatch(s):
         try:
@@ -299,13 +329,34 @@ def parse_period(text: str | None, now: datetime | None = None) -> Period:
         days = (last - first).days + 1
         if days > MAX_DAYS:
             raise _bad(text, f"{days} days is longer than {MAX_DAYS}")
-        try:
-            end = datetime.combine(last + timedelta(days=1), datetime.min.time())
-        except OverflowError as exc:
-            raise _bad(text, "the end date is out of range") from exc
+        check_year(first.year, text)
+        check_year(last.year, text)
+        end = datetime.combine(last + timedelta(days=1), datetime.min.time())
         start = datetime.combine(first, datetime.min.time())
         return Period(start, end, f"{first.isoformat()}..{last.isoformat()}")
     raise _bad(text)
+
+
+def up_to_now(period: Period, now: datetime | None = None) -> Period:
+    """``period`` as far as it has happened by ``now`` (default :func:`gis.cases.utcnow`).
+
+    - A period that starts at or after ``now`` is refused (``InvalidInput``, field
+      ``period``): there is nothing to count yet, and the snapshot figures (open, overdue
+      at the period end) would be made up from today's cases.
+    - A period that includes ``now`` (the current month) is cut at ``now`` and marked
+      ``partial``: its figures are "to date", and a snapshot is taken now rather than at
+      an end that has not come (a case due next week is not overdue yet). The key is
+      kept, so a month stays a month for links, 环比 and 同比.
+    - A period that has ended is returned unchanged.
+    """
+    now = _naive_utc(now) if now is not None else utcnow()
+    if period.start >= now:
+        raise InvalidInput(f"period {period.key!r} starts after now "
+                           f"({now:%Y-%m-%d %H:%M} UTC); choose a period that has begun",
+                           field="period")
+    if period.end > now:
+        return Period(period.start, now, period.key, partial=True)
+    return period
 
 
 # -- computation ---------------------------------------------------------------------------

@@ -785,8 +785,15 @@ def indicators_xlsx(path, df: pd.DataFrame, *, locale: str = "zh", comparisons: 
                                   ("year_before", "上年同期（同比）", "Year before (YoY)")):
             p = attrs.get(key)
             if p:
+                # A period cut at now (the current month) is counted to date: say so.
+                to_date = ((", to date" if en else "，截至导出时") if p.get("partial")
+                           else "")
                 notes.append((en_label if en else zh,
-                              f"{p['key']} ({p['start']} – {p['end']}, end excluded)"))
+                              f"{p['key']} ({p['start']} – {p['end']}, end excluded"
+                              f"{to_date})"))
+        if attrs.get("category"):
+            notes.append(("Category" if en else "类别",
+                          get_category(attrs["category"]).label(locale)))
         notes.append(("Comparisons" if en else "比较说明", CHANGE_NOTE["en" if en else "zh"]))
         notes.append(("No data" if en else "无数据",
                       "An empty cell is no data (nothing to divide by), not 0." if en

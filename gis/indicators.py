@@ -132,11 +132,12 @@ HELPERS = ("closed_with_due", "closed_on_time", "resolved_with_due", "resolved_o
            "checked", "reworked", "open_during", "extended", "evaluations", "satisfied")
 
 CHANGE_NOTE = {
-    "zh": "环比：与上一统计期比较（按月统计时为上月）；同比：与上一年同期比较。"
-          "比率的变化以百分点表示，件数和时长的变化以百分比表示。",
+    "zh": "环比：与上一统计期比较（按月统计时为上月；本月尚未结束时为上月的相同天数）；"
+          "同比：与上一年同期比较。比率的变化以百分点表示，件数和时长的变化以百分比表示。",
     "en": "Month on month (环比): against the previous period (the previous month for a "
-          "month); year on year (同比): against the same period a year before. Changes in "
-          "rates are in percentage points; changes in counts and hours in per cent.",
+          "month, as much of it as has passed of a month not yet over); year on year "
+          "(同比): against the same period a year before. Changes in rates are in "
+          "percentage points; changes in counts and hours in per cent.",
 }
 
 _KIND_UNITS = {"count": ("件", "cases"), "rate": ("%", "%"), "hours": ("小时", "hours")}
@@ -415,7 +416,9 @@ def _check_level(level: object) -> str:
 
 
 def indicator_queries(level: str, periods: list[Period] | tuple[Period, ...],
-                      codes: list | None = None) -> dict[str, sa.Select]:
+                      codes: list | None = None, *, category: str | None = None,
+                      community: str | None = None,
+                      grid: str | None = None) -> dict[str, sa.Select]:
     """The statements behind :func:`indicators` (portable SQLAlchemy Core).
 
     Parameters
@@ -427,6 +430,10 @@ def indicator_queries(level: str, periods: list[Period] | tuple[Period, ...],
         for ``periods[i]``.
     codes : list, optional
         Only these area codes (organisation ids for ``org``).
+    category, community, grid : str, optional
+        Count only the cases of this category, or stored with this community or grid
+        code (every statement, every period): the indicators of one kind of problem, or
+        of the part of an area inside another (a compound's cases in one grid).
 
     Returns
     -------
@@ -444,6 +451,14 @@ def indicator_queries(level: str, periods: list[Period] | tuple[Period, ...],
     base = [code.is_not(None)]
     if codes is not None:
         base.append(code.in_(list(codes)))
+    # The filters narrow the cases, not the areas: every statement joins to ``cases``, so
+    # one condition each on the case row filters flows, snapshots and events alike.
+    if category is not None:
+        base.append(c.category == str(category))
+    if community is not None:
+        base.append(c.community_code == str(community))
+    if grid is not None:
+        base.append(c.grid_code == str(grid))
 
     # -- areas
     if level == "org":
@@ -570,7 +585,8 @@ def _change(ind: Indicator, now: pd.Series, then: pd.Series) -> pd.Series:
     return rel.mask((then == 0) & (now == 0), 0.0)
 
 
-def indicators(store, level: str, period: Period, *, codes=None) -> pd.DataFrame:
+def indicators(store, level: str, period: Period, *, codes=None, category: str | None = None,
+               community: str | None = None, grid: str | None = None) -> pd.DataFrame:
     """Every indicator of :data:`INDICATORS` for each area of ``level`` over ``period``,
     with 环比 and 同比.
 
@@ -589,6 +605,9 @@ def indicators(store, level: str, period: Period, *, codes=None) -> pd.DataFrame
         area of the active boundary layer of ``level`` (every organisation for ``org``),
         in code order, then any other code found on cases in the three periods (a grid
         since redrawn).
+    category, community, grid : str, optional
+        Count only the cases of this category code, or stored with this community or
+        grid code (see :func:`indicator_queries`); the areas listed stay the same.
 
     Returns
     -------
@@ -600,15 +619,17 @@ def indicators(store, level: str, period: Period, *, codes=None) -> pd.DataFrame
         (1 = best among the rows returned; ties share the better rank; no rank without
         data); then the :data:`HELPERS` with ``_prev``/``_yoy``. Counts are integers
         (0 without cases); rates and hours are floats, NaN = no data (not 0). ``attrs``
-        holds the level and the three periods (``period``, ``previous``, ``year_before``
-        as :meth:`Period.to_dict`).
+        holds the level, the three periods (``period``, ``previous``, ``year_before``
+        as :meth:`Period.to_dict`) and the filters (``category``, ``community``,
+        ``grid``; None when not given).
     """
     level = _check_level(level)
     periods = (period, period.previous(), year_before(period))
     if codes is not None:
         codes = [int(x) if level == "org" else str(x) for x in codes]
         codes = list(dict.fromkeys(codes))
-    qs = indicator_queries(level, periods, codes)
+    qs = indicator_queries(level, periods, codes, category=category, community=community,
+                           grid=grid)
     with store.engine.connect() as conn:
         areas = conn.execute(qs["areas"]).fetchall()
         parts = [pd.DataFrame([dict(r) for r in conn.execute(qs[k]).mappings()])
@@ -680,5 +701,6 @@ def indicators(store, level: str, period: Period, *, codes=None) -> pd.DataFrame
             cols[name + suffix] = n[name + suffix]
     out = pd.DataFrame(cols, index=index)
     out.attrs = {"level": level, "period": periods[0].to_dict(),
-                 "previous": periods[1].to_dict(), "year_before": periods[2].to_dict()}
+                 "previous": periods[1].to_dict(), "year_before": periods[2].to_dict(),
+                 "category": category, "community": community, "grid": grid}
     return out

@@ -68,6 +68,9 @@ class Choropleth:
     note: str = ""
     integer: bool = False  # counts: classes read "1 – 2", "3 – 4", not "0 – 2", "2 – 4"
     bins: list[float] = field(default_factory=list)
+    # The smallest value in each class (NaN: none), for the legend: the first class runs
+    # from the data's minimum, and a class holding one value reads as that value.
+    lows: list[float] = field(default_factory=list)
 
 
 def classify(values, k: int = 5, scheme: str = "natural_breaks") -> list[float]:
@@ -140,19 +143,48 @@ def class_colours(values, bins: list[float], better: str = "lower") -> list[str]
     return out.tolist()
 
 
+def class_lows(values, bins: list[float]) -> list[float]:
+    """The smallest finite value in each class of ``bins`` (as :func:`class_colours`
+    assigns them; NaN for a class with none), vectorised."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not bins:
+        return []
+    idx = np.minimum(np.searchsorted(np.asarray(bins), v, side="left"), len(bins) - 1)
+    lows = np.full(len(bins), np.nan)
+    np.fmin.at(lows, idx, v)  # fmin: NaN (the start) gives way to any value
+    return lows.tolist()
+
+
 def legend_html(ch: Choropleth, locale: str) -> str:
     """The legend: one swatch per class with its value range, the 'no data' swatch, and
-    which way is good."""
+    which way is good.
+
+    Classes are given by their upper bounds (``ch.bins``). The first class runs from the
+    smallest value in the data (``ch.lows``) to its bound: grids with 0 are in it, so it
+    reads "0 – 4", not "4". Each later class starts at the next whole number above the
+    bound before for counts, at its own smallest value otherwise. A class reads as one
+    value only when all its grids have that value. Without ``ch.lows`` the first class
+    reads "≤ bound"."""
     rows = []
     lower = None
     colours = class_colours(ch.bins, ch.bins, ch.better)
-    for b, colour in zip(ch.bins, colours, strict=True):
+    lows = ch.lows if len(ch.lows) == len(ch.bins) else [np.nan] * len(ch.bins)
+    for b, least, colour in zip(ch.bins, lows, colours, strict=True):
         hi = ch.fmt.format(b)
-        if lower is None:
-            rng = hi if len(ch.bins) <= 5 and b == min(ch.bins) else f"≤ {hi}"
+        if least == b:  # every value of the class is b (NaN never equals)
+            rng = hi
+        elif lower is None:
+            lo = None if np.isnan(least) else ch.fmt.format(least)
+            # Values that print alike (7.731 and 7.734 as "7.73") read as one.
+            rng = f"≤ {hi}" if lo is None else hi if lo == hi else f"{lo} – {hi}"
         else:
-            lo = lower + 1 if ch.integer else lower
-            rng = hi if lo == b else f"{ch.fmt.format(lo)} – {hi}"
+            # Counts: the next whole number, so classes tile ("1 – 4", "5 – 9"). Other
+            # values: the class's own smallest value, since "7.73 – 15.9" after a first
+            # class ending at 7.73 would put 7.73 in both.
+            lo = lower + 1 if ch.integer else lower if np.isnan(least) else least
+            lo_text = ch.fmt.format(lo)
+            rng = hi if lo == b or lo_text == hi else f"{lo_text} – {hi}"
         rows.append(f'<div class="legend-row"><span class="swatch" style="background:'
                     f'{colour}"></span>{html_text(rng)}</div>')
         lower = b
@@ -369,6 +401,7 @@ def overview_map(grids, layers: dict, ch: Choropleth, *, tiles: TileConfig,
     bounds = tuple(grids.total_bounds)
     m = base_map(bounds, tiles)
     ch.bins = classify(grids[ch.column], scheme=ch.scheme)
+    ch.lows = class_lows(grids[ch.column], ch.bins)
     colours = class_colours(grids[ch.column], ch.bins, ch.better)
     vals = grids[ch.column].to_numpy(dtype=float)
     shown = [ch.fmt.format(v) if np.isfinite(v) else label("no_data", locale) for v in vals]
@@ -623,6 +656,7 @@ def planner_map(grids, hotspots_gdf, clusters_gdf, layers: dict, *, tiles: TileC
 
     # -- the choropleth, with each grid's Gi* result in its tooltip
     ch.bins = classify(grids[ch.column], scheme=ch.scheme)
+    ch.lows = class_lows(grids[ch.column], ch.bins)
     g = grids.copy()
     g["fill"] = class_colours(g[ch.column], ch.bins, ch.better)
     g["value"] = [_num(v, ch.fmt, locale) for v in g[ch.column].to_numpy(dtype=float)]

@@ -35,7 +35,13 @@ Definitions (periods are half-open ``[start, end)`` in naive UTC, as everywhere)
 - The needs list: 立行立改 / 长期问题 / 清单认领 / 清单完成 are the street's indicators for
   the period; the per-unit table is :meth:`gis.service.Hemei.needs_summary` (to date), and
   the open items are the needs-list cases open at the period end (as the coverage metric
-  reads "open"), with their status now.
+  reads "open"), with their status at the period end: the status their last transition
+  before the end moved them to (``case_events``), not today's (a case closed after the
+  period was still open in it).
+- The period: one that starts after now is refused; the current month is reported to
+  date (:func:`gis.coverage.up_to_now`: cut at now, so "open" and "overdue at the period
+  end" are today's, not guesses about an end that has not come) and labelled so
+  (``截至 …`` / ``to …``).
 
 Fonts: Chinese needs a CJK font. :func:`cjk_font` looks for one matplotlib knows (Noto
 Sans CJK SC from ``fonts-noto-cjk`` first) and warns when there is none, in which case
@@ -58,7 +64,7 @@ import sqlalchemy as sa
 
 from gis.cases import NEEDS_KINDS, OPEN_STATUSES, status_label, utcnow
 from gis.catalogue import load_catalogue
-from gis.coverage import Period, area_metrics, parse_period
+from gis.coverage import Period, area_metrics, parse_period, up_to_now
 from gis.storage import case_events, cases
 
 __all__ = ["QUANTITY_KEYS", "REPAIR_LABELS", "cjk_font", "monthly_report", "report_data"]
@@ -182,16 +188,24 @@ def _iso(t: datetime | None) -> str | None:
 
 
 def period_label(period: Period, locale: str = "zh") -> str:
-    """``2026年10月`` / ``October 2026`` for a month; else the dates."""
+    """``2026年10月`` / ``October 2026`` for a month; else the dates. A period cut at now
+    (``partial``) says how far it goes: ``2026年11月（截至 2026-11-26 19:48 UTC）`` /
+    ``November 2026 (to 2026-11-26 19:48 UTC)``."""
     import re
 
     if re.fullmatch(r"\d{4}-\d{2}", period.key):
         if _en(locale):
-            return f"{_MONTHS_EN[period.start.month - 1]} {period.start.year}"
-        return f"{period.start.year}年{period.start.month}月"
-    last = period.end - timedelta(seconds=1)
-    sep = " – " if _en(locale) else " 至 "
-    return f"{period.start:%Y-%m-%d}{sep}{last:%Y-%m-%d}"
+            text = f"{_MONTHS_EN[period.start.month - 1]} {period.start.year}"
+        else:
+            text = f"{period.start.year}年{period.start.month}月"
+    else:
+        last = period.end - timedelta(seconds=1)
+        sep = " – " if _en(locale) else " 至 "
+        text = f"{period.start:%Y-%m-%d}{sep}{last:%Y-%m-%d}"
+    if period.partial:
+        when = f"{period.end:%Y-%m-%d %H:%M} UTC"
+        text += f" (to {when})" if _en(locale) else f"（截至 {when}）"
+    return text
 
 
 # -- the numbers ---------------------------------------------------------------------------
@@ -276,6 +290,25 @@ def _resolutions(conn, p: Period, where: list):
     return last
 
 
+def _status_at(conn, ids: list[int], end: datetime) -> dict[int, str]:
+    """Each case's status at ``end``: where its last transition before ``end`` (by time,
+    then event id) took it. ``cases.status`` is today's; a report on a past period must
+    not show a case closed since as closed then. One statement for all ``ids``."""
+    if not ids:
+        return {}
+    e = case_events.c
+    last = (sa.select(e.case_id, sa.func.max(e.at).label("at"))
+            .where(e.case_id.in_(ids), e.kind == "transition", e.at < end)
+            .group_by(e.case_id).subquery("last_before_end"))
+    q = (sa.select(e.case_id, e.to_status)
+         .select_from(case_events.join(last, sa.and_(last.c.case_id == e.case_id,
+                                                     last.c.at == e.at)))
+         .where(e.kind == "transition")
+         .order_by(e.case_id, e.id))
+    # Two transitions at the same instant: the later row (higher id) wins.
+    return {int(cid): status for cid, status in conn.execute(q)}
+
+
 def _repairs(last: dict, names: dict, locale: str) -> tuple[dict, list[dict]]:
     totals = dict.fromkeys((*QUANTITY_KEYS, "line_length_m", "road_total_m"), 0.0)
     items = []
@@ -327,6 +360,10 @@ def report_data(hemei, period: Period | str, *, locale: str = "zh",
         The language of labels and formatted values.
     street : str, optional
         The street's code; default the (first) street of the boundary layer.
+    now : datetime, optional
+        The moment of the report (default now, naive UTC): a period that starts after it
+        is refused (``InvalidInput``, field ``period``), one that includes it is cut at it
+        and marked ``partial`` (see the module docstring).
 
     Returns
     -------
@@ -349,7 +386,8 @@ def report_data(hemei, period: Period | str, *, locale: str = "zh",
     from gis.exports import area_names
     from gis.indicators import CHANGE_NOTE, indicators
 
-    p = parse_period(period) if isinstance(period, str) else period
+    now = now or utcnow()
+    p = up_to_now(parse_period(period) if isinstance(period, str) else period, now)
     store = hemei.store
     layers = hemei.layers
     st = _pick_street(layers, street)
@@ -431,6 +469,7 @@ def report_data(hemei, period: Period | str, *, locale: str = "zh",
                    sa.or_(c.status.in_(OPEN_STATUSES), left_open >= p.end))
             .order_by(c.created_at, c.id))
         open_needs = conn.execute(open_needs_q.limit(MAX_OPEN_NEEDS)).fetchall()
+        status_at_end = _status_at(conn, [r.id for r in open_needs], p.end)
         open_needs_total = int(conn.execute(
             sa.select(sa.func.count()).select_from(open_needs_q.subquery())).scalar() or 0)
         from gis.accounts import organisations
@@ -486,7 +525,8 @@ def report_data(hemei, period: Period | str, *, locale: str = "zh",
             "kind": r.needs_kind,
             "kind_label": NEEDS_KINDS.get(r.needs_kind, (r.needs_kind, r.needs_kind))[
                 1 if _en(locale) else 0],
-            "status": r.status, "status_label": status_label(r.status, locale),
+            "status": status_at_end.get(r.id, r.status),
+            "status_label": status_label(status_at_end.get(r.id, r.status), locale),
             "org": orgs.get(r.assignee_org), "reported_at": _iso(r.created_at),
         } for r in open_needs],
         "open_total": open_needs_total,
@@ -496,9 +536,9 @@ def report_data(hemei, period: Period | str, *, locale: str = "zh",
     out = {
         "locale": "en" if _en(locale) else "zh",
         "street": st,
-        "period": {**p.to_dict(), "label": period_label(p, locale)},
+        "period": {**p.to_dict(), "label": period_label(p, locale), "partial": p.partial},
         "previous": prev, "year_before": yb,
-        "generated_at": _iso((now or utcnow()).replace(microsecond=0)),
+        "generated_at": _iso(now.replace(microsecond=0)),
         "summary": {
             "reported": by_key["reported"]["value"], "resolved": by_key["resolved"]["value"],
             "closed": by_key["closed"]["value"],

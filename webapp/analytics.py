@@ -13,6 +13,11 @@ Two blueprints:
   open cases; the recurring problems — and ``GET /planner/cases``, the cases behind any
   number on the page.
 
+Periods: one that starts after now is refused (400, ``period``); the current month is
+counted to date and marked so (:func:`gis.coverage.up_to_now`). Every indicator on the
+page (headline, table, ranking) counts the cases of the chosen category inside the chosen
+area.
+
 Drill-down: every count on the page links to ``/planner/cases`` with the page's filters
 and what the number counts (``what``):
 
@@ -23,7 +28,9 @@ and what the number counts (``what``):
 - ``indicator`` (``indicator``, ``level``, ``code``): the cases an indicator of
   :mod:`gis.indicators` counted for one area. They are found by running the indicator's
   own statement (:func:`gis.indicators.indicator_queries`) grouped by case as well as by
-  area, so the list is exactly the cases behind the number, by the same definition;
+  area, so the list is exactly the cases behind the number, by the same definition and
+  with the same filters (the category, and only the cases inside the chosen grid or
+  community: a compound straddling the chosen grid counts its cases in that grid);
 - ``cluster`` (``cluster``, ``radius_m``, ``min_cases``) and ``recurring`` (``compound``,
   ``window_days``, ``min_repeats``): the cases of one cluster or recurring problem,
   recomputed with the same parameters.
@@ -45,7 +52,7 @@ from flask_babel import gettext as _
 from gis import analysis
 from gis.cases import OPEN_STATUSES, status_label, utcnow
 from gis.catalogue import get_category, load_catalogue
-from gis.coverage import METRICS, Period, get_metric, parse_period
+from gis.coverage import METRICS, Period, check_year, get_metric, parse_period, up_to_now
 from gis.errors import InvalidInput
 from gis.geojson import feature_collection
 from gis.indicators import (
@@ -133,9 +140,17 @@ def _category_arg() -> str | None:
 
 
 def _period_arg(default: str | None = None, *, compared: bool = False) -> Period:
-    """The ``period`` parameter; ``compared``: it must also have a previous period and a
-    year before (环比/同比), which the first months of the calendar have not."""
-    period = parse_period(_raw("period") or default, now=_at_arg())
+    """The ``period`` parameter, as far as it has happened (:func:`gis.coverage.up_to_now`:
+    one that starts after now is refused, the current month is cut at now and marked
+    partial); ``compared``: it must also have a previous period and a year before
+    (环比/同比). The years :func:`gis.coverage.parse_period` accepts always have both; the
+    check stays so that no period can reach the comparisons without them."""
+    at = _at_arg()
+    # ``at`` pins the cut of the current month too (a drill-down lists the cases behind
+    # the number as computed), but never beyond now.
+    now = utcnow()
+    period = up_to_now(parse_period(_raw("period") or default, now=at),
+                       min(at, now) if at is not None else now)
     if compared:
         try:
             period.previous()
@@ -148,32 +163,39 @@ def _period_arg(default: str | None = None, *, compared: bool = False) -> Period
 
 
 def _at_arg() -> datetime | None:
-    """``at``: when a relative period (``90d``) ends, in epoch seconds. The page puts it
-    into its drill-down links, so a list shows the cases behind the number as it was
-    computed, even when the page came from the cache an hour ago."""
+    """``at``: when a relative period (``90d``) ends, or where the current month was cut
+    (:func:`gis.coverage.up_to_now`), in epoch seconds. The page puts it into its
+    drill-down links, so a list shows the cases behind the number as it was computed,
+    even when the page came from the cache an hour ago."""
     raw = _raw("at")
     if raw is None:
         return None
     if not re.fullmatch(r"\d{1,11}", raw) or not 0 < int(raw) < 253_402_300_800:
         raise InvalidInput(f"at must be a time in epoch seconds, got {raw!r}", field="at")
-    return datetime.fromtimestamp(int(raw), UTC).replace(tzinfo=None)
+    at = datetime.fromtimestamp(int(raw), UTC).replace(tzinfo=None)
+    check_year(at.year, raw, field="at")  # the periods' years: see gis.coverage.MIN_YEAR
+    return at
+
+
+def check_area(level: str, code: str) -> pd.Series:
+    """The row of the active boundary layer ``level`` with ``code``, or ``InvalidInput``
+    naming the parameter (``unknown grid '999'``). The one check of an area filter: the
+    analytics API, the planner's pages and the exports (:mod:`webapp.exports`)."""
+    layer = hemei().layers.get(level)
+    match = layer[layer["code"] == code] if layer is not None else None
+    if match is None or match.empty:
+        raise InvalidInput(f"unknown {level} {code!r}", field=level)
+    return match.iloc[0]
 
 
 def _area_args() -> tuple[str | None, str | None]:
     """The ``community`` and ``grid`` filters, checked against the active layers; a grid
     brings its community (a grid wins over a community it is not in)."""
-    layers = hemei().layers
     grid, community = _raw("grid"), _raw("community")
     if grid is not None:
-        g = layers["grid"]
-        match = g[g["code"] == grid]
-        if match.empty:
-            raise InvalidInput(f"unknown grid {grid!r}", field="grid")
-        community = match.iloc[0]["parent_code"]
+        community = check_area("grid", grid)["parent_code"]
     elif community is not None:
-        c = layers.get("community")
-        if c is None or not (c["code"] == community).any():
-            raise InvalidInput(f"unknown community {community!r}", field="community")
+        check_area("community", community)
     return community, grid
 
 
@@ -524,13 +546,15 @@ def api_hotspots():
 @document("The national indicators per area with 环比 and 同比", tags=[ANALYTICS], params=[
               query("level", {"type": "string", "enum": list(LEVELS),
                               "default": "community"}, "the areas"),
-              _PERIOD_Q],
+              _PERIOD_Q, _CATEGORY_Q],
           responses={200: ref("Indicators")}, errors=(400,))
 def api_indicators():
     """The national indicators per area with 环比 and 同比.
 
     Query: ``level`` (``grid``, ``compound``, ``community``, ``street`` or ``org``; default
-    ``community``), ``period`` (default 30d). Returns ``rows`` (one per area: ``code``,
+    ``community``), ``period`` (default 30d; one that starts after now is refused, the
+    current month is counted to date and marked ``"partial": true``), optionally
+    ``category`` (only that category's cases). Returns ``rows`` (one per area: ``code``,
     ``name`` and, for every indicator ``<key>``, ``<key>``, ``<key>_prev`` (环比 base),
     ``<key>_yoy`` (同比 base), ``<key>_mom_change``, ``<key>_yoy_change`` and ``rank_<key>``
     where it is ranked; then the numerators and denominators), the ``definitions`` of the
@@ -538,10 +562,11 @@ def api_indicators():
     """
     level = _level_arg("community")
     period = _period_arg(compared=True)
-    etag = _etag("indicators", period, level)
+    cat = _category_arg()
+    etag = _etag("indicators", period, level, cat)
     if (hit := _not_modified(etag)) is not None:
         return hit
-    df = indicators(hemei().store, level, period)
+    df = indicators(hemei().store, level, period, category=cat)
     rows = json.loads(df.reset_index(drop=True).to_json(orient="records", force_ascii=False,
                                                          double_precision=10))
     return _respond({"level": level, **{k: v for k, v in df.attrs.items() if k != "level"},
@@ -647,11 +672,14 @@ def _recurring_geojson(out: pd.DataFrame) -> dict:
 
 
 # -- the drill-down: which cases are behind a number -------------------------------------------
-def indicator_case_ids(level: str, code, key: str, period: Period) -> list[int]:
+def indicator_case_ids(level: str, code, key: str, period: Period, *,
+                       category: str | None = None, community: str | None = None,
+                       grid: str | None = None) -> list[int]:
     """The cases an indicator (or one of its numerators and denominators) counted for one
     area: the indicator's own statement grouped by case as well (see the module
-    docstring). Indicators in hours give the cases resolved in the period (those the
-    times are measured on)."""
+    docstring), with the same filters as the number (``category``, and ``community`` or
+    ``grid``: only the cases stored with that code). Indicators in hours give the cases
+    resolved in the period (those the times are measured on)."""
     if key in INDICATORS and INDICATORS[key].kind == "hours":
         key = "resolved"
     elif key in INDICATORS and INDICATORS[key].kind == "rate":
@@ -665,7 +693,8 @@ def indicator_case_ids(level: str, code, key: str, period: Period) -> list[int]:
         code = int(code)
     else:
         code = str(code)
-    qs = indicator_queries(level, (period, period.previous(), year_before(period)), [code])
+    qs = indicator_queries(level, (period, period.previous(), year_before(period)), [code],
+                           category=category, community=community, grid=grid)
     part = next((p for p in _PARTS if col in qs[p].selected_columns), None)
     if part is None:
         raise InvalidInput(f"{key} is not counted per case", field="indicator")
@@ -673,6 +702,30 @@ def indicator_case_ids(level: str, code, key: str, period: Period) -> list[int]:
     q = sa.select(per_case.c.case_id).where(per_case.c[col] > 0)
     with hemei().store.engine.connect() as conn:
         return sorted(int(r[0]) for r in conn.execute(q))
+
+
+def _area_name(level: str, code: str) -> str:
+    """The name of the area ``code`` of ``level`` (an organisation's for ``org``), or
+    ``InvalidInput`` naming ``code`` when there is no such area: not in the active layer
+    and on no case (a grid since redrawn is still found through its cases)."""
+    from gis.accounts import organisations as o
+
+    if level == "org":
+        if not re.fullmatch(r"\d{1,18}", str(code)):
+            raise InvalidInput(f"an organisation is a number, got {code!r}", field="code")
+        name_q = sa.select(o.c.name).where(o.c.id == int(code))
+        used_q = sa.select(cases.c.id).where(cases.c.assignee_org == int(code)).limit(1)
+    else:
+        name = _names(level).get(code)
+        if name is not None:
+            return name
+        name_q = None
+        used_q = sa.select(cases.c.id).where(cases.c[f"{level}_code"] == code).limit(1)
+    with hemei().store.engine.connect() as conn:
+        name = conn.execute(name_q).scalar() if name_q is not None else None
+        if name is None and conn.execute(used_q).first() is None:
+            raise InvalidInput(f"unknown {level} {code!r}", field="code")
+    return name or str(code)
 
 
 def _week_arg() -> tuple[datetime, datetime] | None:
@@ -683,6 +736,8 @@ def _week_arg() -> tuple[datetime, datetime] | None:
         start = datetime.fromisoformat(raw)
     except ValueError:
         raise InvalidInput(f"week must be a date YYYY-MM-DD, got {raw!r}", field="week") from None
+    # The periods' years (gis.coverage.MIN_YEAR): a week in 9999 would overflow below.
+    check_year(start.year, raw, field="week")
     start = datetime.combine(start.date(), datetime.min.time())
     return start, start + timedelta(days=7)
 
@@ -715,8 +770,10 @@ def drill_ids(what: str, args: dict) -> tuple[list[int], dict]:
         code = _raw("code")
         if code is None:
             raise InvalidInput("code (the area) is missing", field="code")
-        info.update(indicator=key, level=level, code=code)
-        return indicator_case_ids(level, code, key, period), info
+        info.update(indicator=key, level=level, code=code, name=_area_name(level, code))
+        # The page counts the cases inside the chosen area (a compound's cases in the
+        # chosen grid) and of the chosen category, so its drill-down does too.
+        return indicator_case_ids(level, code, key, period, **_indicator_filters(args)), info
     if what in ("reported", "closed", "open"):
         frame = cases_frame(None, cat, community, grid)
         week = _week_arg()
@@ -837,10 +894,10 @@ def _filters(user, *, default_area: bool = True) -> dict:
 
 
 def _link_args(f: dict, *, at: bool = True) -> dict:
-    """The filters as link parameters; ``at`` pins a relative period's end (see
-    :func:`_at_arg`)."""
+    """The filters as link parameters; ``at`` pins the end of a relative period or of a
+    month cut at now (see :func:`_at_arg`)."""
     out = {"period": f["period"].key}
-    if at and re.fullmatch(r"\d+d", f["period"].key):
+    if at and (re.fullmatch(r"\d+d", f["period"].key) or f["period"].partial):
         out["at"] = int(f["period"].end.replace(tzinfo=UTC).timestamp())
     for key in ("category", "community", "grid"):
         if f.get(key):
@@ -889,9 +946,22 @@ def _level_codes(level: str, f: dict) -> list | None:
         return []
     if f["grid"]:
         geom = layers["grid"].set_index("code").geometry[f["grid"]]
+        # Overlapping the grid, not only touching its edge (interiors meet): a
+        # predicate, so no area is measured in degrees.
         hit = comps[comps.intersects(geom)]
-        return hit[hit.intersection(geom).area > 0]["code"].tolist()
+        return hit[~hit.touches(geom)]["code"].tolist()
     return comps.loc[comps["parent_code"] == f["community"], "code"].tolist()
+
+
+def _indicator_filters(f: dict) -> dict:
+    """The filters as :func:`gis.indicators.indicators` takes them: the category, and the
+    most specific area chosen (a grid, else a community)."""
+    out = {"category": f["category"]}
+    if f["grid"]:
+        out["grid"] = f["grid"]
+    elif f["community"]:
+        out["community"] = f["community"]
+    return out
 
 
 def _change_class(ind, change) -> str:
@@ -1043,11 +1113,16 @@ def planner():
         chart = _charts(f, all_cases, locale, link_args)
 
         area_level, area_code = _area_level(f)
-        headline = indicators(h.store, area_level, period, codes=[area_code])
-        pin = {k: v for k, v in link_args.items() if k == "at"}
+        # Every indicator on the page counts the cases the filters choose: the category,
+        # and only those inside the chosen area (a compound that straddles the chosen
+        # grid counts its cases in that grid, not all of them). The drill-down links
+        # carry the same filters.
+        narrow = _indicator_filters(f)
+        headline = indicators(h.store, area_level, period, codes=[area_code], **narrow)
+        pin = {k: v for k, v in link_args.items() if k != "period"}
         head = _indicator_cells(headline, area_level, period, locale, pin)[0]
-        table = indicators(h.store, level, period, codes=_level_codes(level, f))
-        ranked = indicators(h.store, "grid", period, codes=_level_codes("grid", f))
+        table = indicators(h.store, level, period, codes=_level_codes(level, f), **narrow)
+        ranked = indicators(h.store, "grid", period, codes=_level_codes("grid", f), **narrow)
         ranked = ranked.sort_values(["rank_closure_rate", "code"], na_position="last")
         ranked_rows = _indicator_cells(ranked, "grid", period, locale, pin)
 
@@ -1111,20 +1186,23 @@ def drill():
     if what == "open":
         rows.sort(key=lambda r: (r["created_at"], r["id"]))
     locale = _locale()
-    area = None
+    chosen = (_names("grid").get(f["grid"]) if f["grid"] else
+              _names("community").get(f["community"]) if f["community"] else None)
+    area, within = chosen, None
     if what == "indicator":
         lvl = info["level"]
-        area = (_names(lvl).get(info["code"]) if lvl != "org" else None) or info["code"]
+        area = info["name"]  # an organisation's name too, not its id
+        # Counted only inside the chosen area (see drill_ids): say so unless the row is
+        # that area itself.
+        own = ("grid", f["grid"]) if f["grid"] else ("community", f["community"])
+        if chosen and (lvl, info["code"]) != own:
+            within = chosen
         info["definition"] = INDICATORS.get(info["indicator"])
         info["label"] = (info["definition"].label(locale) if info["definition"]
                          else helper_labels().get(info["indicator"], info["indicator"]))
-    elif f["grid"]:
-        area = _names("grid").get(f["grid"])
-    elif f["community"]:
-        area = _names("community").get(f["community"])
     return render_template(
         "planner/cases.html", what=what, info=info, f=f, period=f["period"], rows=rows,
-        total=total, shown=len(rows), area=area,
+        total=total, shown=len(rows), area=area, within=within,
         period_last=f["period"].end - timedelta(microseconds=1),
         category=get_category(f["category"]).label(locale) if f["category"] else None,
         back=url_for("planner.planner", **_link_args(f, at=False)))

@@ -230,10 +230,10 @@ def issue_points():
     responses={200: geojson(ref("Coverage"))})
 def coverage():
     """Per-grid coverage metrics for a period as GeoJSON, with the metric definitions."""
-    from gis.coverage import METRICS, parse_period
+    from gis.coverage import METRICS, parse_period, up_to_now
 
     h = hemei()
-    period = parse_period(request.args.get("period"))
+    period = up_to_now(parse_period(request.args.get("period")))
     # A relative period ends "now": like the overview map's cache, the metrics count as
     # unchanged within the hour while the data version stays, so the ETag (weak) is
     # known before anything is computed and a revalidation costs no computing.

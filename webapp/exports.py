@@ -47,12 +47,34 @@ def _staff():
     return user
 
 
+def _period(default: str | None = None):
+    """The ``period`` parameter (``default`` when absent; None when neither) as the
+    analytics API reads it: years bounded (:func:`gis.coverage.parse_period`), a period
+    that starts after now refused, the current month cut at now
+    (:func:`gis.coverage.up_to_now`)."""
+    from gis.coverage import parse_period, up_to_now
+
+    raw = (request.args.get("period") or "").strip() or default
+    return up_to_now(parse_period(raw)) if raw else None
+
+
+def _area(level: str) -> str | None:
+    """The ``grid`` or ``community`` filter, checked as the analytics API checks it: an
+    unknown code is a 400 naming the parameter, not an empty file."""
+    from webapp.analytics import check_area
+
+    code = (request.args.get(level) or "").strip() or None
+    if code is not None:
+        check_area(level, code)
+    return code
+
+
 def _filters():
     from gis.exports import CaseFilters
 
     args = request.args
-    return CaseFilters.parse(period=args.get("period"), category=args.get("category"),
-                             grid=args.get("grid"), community=args.get("community"),
+    return CaseFilters.parse(period=_period(), category=args.get("category"),
+                             grid=_area("grid"), community=_area("community"),
                              status=args.get("status"))
 
 
@@ -114,22 +136,28 @@ def export_cases(fmt: str):
                   query("level", {"type": "string", "default": "community"},
                         "grid, compound, community, street or org"),
                   query("period", {"type": "string"}, "default 30d"),
+                  query("category", {"type": "string"},
+                        "a catalogue code: only that category's cases"),
                   query("lang", {"type": "string"}, "zh (default) or en")],
           responses={200: Content({"type": "string"}, "text/csv", "the file (CSV or Excel)")},
           errors=(400, 401, 403, 404),
           security="optional")
 def export_indicators(fmt: str):
-    """An indicators table (small: one row per area), returned directly."""
+    """An indicators table (small: one row per area), returned directly. The period is
+    checked as ``/api/v1/indicators`` checks it (bounded years, not in the future, the
+    current month to date); ``category`` narrows the cases as on the planner's page."""
     import tempfile
 
     from gis import exports
-    from gis.coverage import parse_period
+    from gis.catalogue import get_category
     from gis.indicators import indicators
 
     _staff()
     h = current_app.extensions["hemei"]
-    df = indicators(h.store, request.args.get("level") or "community",
-                    parse_period(request.args.get("period")))
+    period = _period("30d")
+    category = (request.args.get("category") or "").strip() or None
+    df = indicators(h.store, request.args.get("level") or "community", period,
+                    category=get_category(category).code if category else None)
     if fmt == "csv":
         body = "".join(exports.indicators_csv(df, locale=_locale())).encode("utf-8")
         resp = Response(body, mimetype="text/csv")

@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from gis import maps
 from gis.cases import Case, status_label, utcnow
 from gis.catalogue import get_category, load_catalogue
-from gis.coverage import METRICS, parse_period
+from gis.coverage import METRICS, parse_period, up_to_now
 from gis.errors import InvalidInput, NotFound
 from webapp.cache import PageCache, respond
 from webapp.i18n import get_locale, t
@@ -85,7 +85,8 @@ def overview():
     if metric_key not in METRICS:
         raise InvalidInput(f"unknown metric {metric_key!r}; expected one of: "
                            f"{', '.join(METRICS)}", field="metric")
-    period = parse_period(request.args.get("period") or "30d")
+    # A month not over yet counts to now; one not begun is refused (as on the planner).
+    period = up_to_now(parse_period(request.args.get("period") or "30d"))
     scheme = request.args.get("scheme") or "natural_breaks"
     if scheme not in maps.SCHEMES:
         raise InvalidInput(f"unknown scheme {scheme!r}; expected one of: "

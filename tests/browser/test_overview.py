@@ -90,6 +90,9 @@ def test_hovering_a_grid_shows_its_tooltip_with_counts(page_factory, live_server
     text = tip.inner_text()
     assert row["name"] in text and row["code"] in text
     assert str(int(row["open"])) in text and str(int(row["total"])) in text
+    # The default metric is the open cases: its row is shown once, not twice.
+    headers = tip.locator("th").all_inner_texts()
+    assert len(headers) == len(set(headers)) == 4, headers
 
 
 def test_search_by_compound_name_opens_its_page(page_factory, live_server):

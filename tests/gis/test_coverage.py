@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import geopandas as gpd
@@ -24,10 +24,12 @@ from gis.coverage import (
     Metric,
     Period,
     area_metrics,
+    check_year,
     get_metric,
     grid_metrics,
     metrics_query,
     parse_period,
+    up_to_now,
 )
 from gis.errors import InvalidInput
 from gis.storage import open_store
@@ -423,3 +425,76 @@ def test_period_must_start_before_it_ends_and_serialises():
         Period(NOW, NOW, "x")
     assert parse_period("2026-10").to_dict() == {
         "key": "2026-10", "start": "2026-10-01T00:00:00Z", "end": "2026-11-01T00:00:00Z"}
+
+
+# -- the bounds of a period: its years, and now --------------------------------------------
+@pytest.mark.parametrize("text", [
+    "0001-01", "0001-02", "1899-12", "3000-01", "9999-12", "0001-01-01..0001-01-31",
+    "1899-12-31..1900-01-01", "2999-12-31..3000-01-01", "9999-12-01..9999-12-31",
+])
+def test_years_outside_1900_to_2999_are_invalid_naming_the_period(text):
+    # 0001-01 reached Period.previous() and overflowed (a 500 from the indicators export);
+    # 0001-02's year before was year 0 (a traceback from `hemei report`).
+    with pytest.raises(InvalidInput) as exc:
+        parse_period(text, now=NOW)
+    assert exc.value.field == "period" and "1900 to 2999" in exc.value.message
+
+
+@pytest.mark.parametrize("text", ["1900-01", "1900-01-01..1910-01-08", "2999-12",
+                                  "2990-01-05..2999-12-31"])
+def test_every_period_derived_from_an_accepted_one_exists(text):
+    from gis.indicators import year_before
+
+    p = parse_period(text, now=NOW)
+    for q in (p, p.previous(), year_before(p), year_before(p.previous())):
+        assert q.start < q.end
+    # a week from the last day of the period (the planner's weekly drill-down)
+    assert p.end + timedelta(days=7) > p.end
+
+
+def test_a_relative_period_ends_at_a_now_within_the_years():
+    assert parse_period("3660d", now=datetime(1900, 1, 1)).start.year == 1889
+    with pytest.raises(InvalidInput) as exc:
+        parse_period("30d", now=datetime(3000, 1, 1))
+    assert exc.value.field == "period"
+
+
+def test_check_year_names_the_field_it_is_given():
+    check_year(1900, "1900-01-01")
+    with pytest.raises(InvalidInput) as exc:
+        check_year(9999, "9999-12-31", field="week")
+    assert exc.value.field == "week" and "'9999-12-31'" in exc.value.message
+
+
+def test_a_period_that_starts_after_now_is_refused():
+    now = datetime(2026, 11, 26, 19, 48)
+    for text in ("2030-01", "2026-12", "2026-11-27..2026-11-30"):
+        with pytest.raises(InvalidInput) as exc:
+            up_to_now(parse_period(text), now)
+        assert exc.value.field == "period" and "starts after now" in exc.value.message
+
+
+def test_the_current_month_is_cut_at_now_and_marked_partial():
+    now = datetime(2026, 11, 26, 19, 48)
+    p = up_to_now(parse_period("2026-11"), now)
+    assert (p.start, p.end, p.key, p.partial) == (datetime(2026, 11, 1), now, "2026-11", True)
+    assert p.to_dict() == {"key": "2026-11", "start": "2026-11-01T00:00:00Z",
+                           "end": "2026-11-26T19:48:00Z", "partial": True}
+    # 环比: as much of October as has passed of November (like with like), still "2026-10"
+    prev = p.previous()
+    assert (prev.start, prev.end, prev.key) == (datetime(2026, 10, 1),
+                                                datetime(2026, 10, 26, 19, 48), "2026-10")
+    r = up_to_now(parse_period("2026-11-20..2026-11-30"), now)
+    assert r.partial and r.end == now and r.key == "2026-11-20..2026-11-30"
+    # An aware now is taken in UTC (03:48 in Beijing is 19:48 UTC the day before).
+    aware = datetime(2026, 11, 27, 3, 48, tzinfo=timezone(timedelta(hours=8)))
+    assert up_to_now(parse_period("2026-11"), aware).end == now
+
+
+def test_a_period_that_has_ended_is_unchanged():
+    now = datetime(2026, 11, 26, 19, 48)
+    oct_ = parse_period("2026-10")
+    assert up_to_now(oct_, now) is oct_ and not oct_.partial
+    last30 = parse_period("30d", now=now)
+    assert up_to_now(last30, now) == last30  # ends now: complete, not partial
+    assert "partial" not in oct_.to_dict()

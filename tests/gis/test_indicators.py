@@ -519,3 +519,62 @@ def test_sql_is_portable(level):
         sql = str(q.compile(dialect=postgresql.dialect())).lower()
         for fn in ("julianday", "strftime", "json_extract", "group_concat", "datetime("):
             assert fn not in sql, (name, fn)
+
+
+# -- filters: a category, and the part of an area inside another ----------------------------
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Five October cases of two categories; compound K1 straddles grids 1 and 2:
+
+    a  G1  roof_leak     in K1, due 10 Oct, closed 5 Oct
+    b  G1  street_light  in K1, due 8 Oct, still filed: overdue at the end
+    c  G2  roof_leak     in K1, due 10 Nov, still filed: neither due nor overdue
+    d  G1  roof_leak     no compound, rejected (counts only as reported)
+    e  G3  roof_leak     community 2, due 20 Oct, closed 9 Oct
+    """
+    s = open_store(f"sqlite:///{tmp_path_factory.mktemp('mixed')}/t.sqlite3")
+    s.save_layers(layers(), "test")
+    k = Book()
+    k.add(G1, "2026-10-02T00:00", "2026-10-10T00:00", T("2026-10-02T01:00", "filed"),
+          T("2026-10-05T00:00", "closed"), compound=K1)
+    k.add(G1, "2026-10-03T00:00", "2026-10-08T00:00", T("2026-10-03T01:00", "filed"),
+          compound=K1)
+    k.rows[-1]["category"] = "street_light"
+    k.add(G2, "2026-10-04T00:00", "2026-11-10T00:00", T("2026-10-04T01:00", "filed"),
+          compound=K1)
+    k.add(G1, "2026-10-06T00:00", "2026-10-13T00:00", T("2026-10-07T00:00", "rejected"))
+    k.add(G3, "2026-10-08T00:00", "2026-10-20T00:00", T("2026-10-08T01:00", "filed"),
+          T("2026-10-09T00:00", "closed"))
+    k.save(s)
+    yield s
+    s.dispose()
+
+
+def test_a_category_narrows_every_indicator(mixed):
+    every = indicators(mixed, "street", OCT).loc[S]
+    check(every, {"reported": 5, "closed": 2, "overdue": 1, "due_for_closure": 3})
+    leak = indicators(mixed, "street", OCT, category="roof_leak")
+    check(leak.loc[S], {"reported": 4, "closed": 2, "overdue": 0, "filed": 3,
+                        "due_for_closure": 2, "closure_rate": 1.0})
+    assert leak.attrs["category"] == "roof_leak"
+    light = indicators(mixed, "street", OCT, category="street_light").loc[S]
+    check(light, {"reported": 1, "closed": 0, "overdue": 1, "filed": 1,
+                  "due_for_closure": 1, "closure_rate": 0.0})
+    # The same areas are listed whatever the category: a grid without its cases shows 0.
+    by_grid = indicators(mixed, "grid", OCT, category="street_light")
+    assert list(by_grid.index) == [G1, G2, G3, G4]
+    assert by_grid["reported"].tolist() == [1, 0, 0, 0]
+
+
+def test_a_compound_counts_only_its_cases_inside_the_grid(mixed):
+    whole = indicators(mixed, "compound", OCT, codes=[K1]).loc[K1]
+    check(whole, {"reported": 3, "closed": 1, "overdue": 1})
+    in_g1 = indicators(mixed, "compound", OCT, codes=[K1], grid=G1)
+    check(in_g1.loc[K1], {"reported": 2, "closed": 1, "overdue": 1})
+    assert in_g1.attrs["grid"] == G1
+    check(indicators(mixed, "compound", OCT, codes=[K1], grid=G2).loc[K1],
+          {"reported": 1, "closed": 0, "overdue": 0})
+    check(indicators(mixed, "compound", OCT, codes=[K1], grid=G1,
+                     category="roof_leak").loc[K1], {"reported": 1, "closed": 1})
+    by_grid = indicators(mixed, "grid", OCT, community=C2)
+    assert by_grid["reported"].tolist() == [0, 0, 1, 0]

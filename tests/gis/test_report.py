@@ -204,6 +204,54 @@ def test_needs_clusters_and_indicators(data):
     json.dumps(data, allow_nan=False)  # JSON-able, no NaN: the HTML page can use it as is
 
 
+def test_open_needs_items_show_their_status_at_the_period_end(hemei):
+    # A (on the needs list) was in progress until it was resolved on 5 October and closed
+    # on 6 October: in a period ending on 4 October it was open, and in progress, not
+    # "closed" as it is today.
+    d = report_data(hemei, "2020-10-01..2020-10-04")
+    items = {i["title"]: i for i in d["needs"]["open_items"]}
+    a = items["新兴南路人行道破损"]
+    assert (a["status"], a["status_label"]) == ("in_progress", "处置中")
+    assert d["needs"]["open_total"] == 1
+    # F, listed on 20 October and never touched since, is "reported" then and now.
+    f = {i["title"]: i for i in report_data(hemei, "2020-10-20..2020-10-31")["needs"][
+        "open_items"]}["垃圾清运不及时"]
+    assert f["status"] == "reported"
+
+
+def test_a_period_that_includes_now_is_reported_to_date(hemei, tmp_path):
+    now = datetime(2020, 10, 15)
+    d = report_data(hemei, PERIOD, now=now)
+    assert d["period"]["partial"] is True and d["period"]["end"] == "2020-10-15T00:00:00Z"
+    assert d["period"]["label"] == "2020年10月（截至 2020-10-15 00:00 UTC）"
+    # A, B, C and D; G–K were reported from 15 October 08:00, after "now".
+    assert d["summary"]["reported"] == 4
+    # Overdue and open "at the period end" are now's: F and G–K, due 22–27 October,
+    # are not overdue on 15 October (counted against a 1 November end they were 6).
+    assert d["summary"]["overdue"] == 0
+    assert d["previous"]["end"] == "2020-09-15T00:00:00Z"  # like with like
+    en = report_data(hemei, PERIOD, now=now, locale="en")
+    assert en["period"]["label"] == "October 2020 (to 2020-10-15 00:00 UTC)"
+    assert report_data(hemei, PERIOD)["period"]["partial"] is False
+    out = tmp_path / "partial.pdf"
+    result = monthly_report(hemei, PERIOD, out, data=d)
+    if result["font"] is not None and shutil.which("pdftotext"):
+        text = subprocess.run(["pdftotext", "-f", "1", "-l", "1", str(out), "-"],
+                              capture_output=True, text=True, check=True, timeout=60).stdout
+        assert "截至 2020-10-15 00:00 UTC" in text
+
+
+def test_a_period_that_starts_after_now_is_refused(hemei, tmp_path):
+    from gis.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as exc:
+        report_data(hemei, "2020-11", now=datetime(2020, 10, 15))
+    assert exc.value.field == "period" and "starts after now" in exc.value.message
+    with pytest.raises(InvalidInput):
+        monthly_report(hemei, "2999-12", tmp_path / "future.pdf")
+    assert not (tmp_path / "future.pdf").exists()
+
+
 def test_english_labels(hemei):
     d = report_data(hemei, PERIOD, locale="en")
     assert d["period"]["label"] == "October 2020"
@@ -330,9 +378,19 @@ def test_cli_report(instance, tmp_path):
     assert r.returncode == 0, r.stderr
     assert out.read_bytes().startswith(b"%PDF") and "pages" in r.stderr
     assert _page_count(out) >= len(PAGES_ZH)
+    # One language: the command speaks English, whatever the language of the PDF.
+    assert f"building the report for {month} to date" in r.stderr
+    assert not re.search(r"[\u4e00-\u9fff]", r.stderr), r.stderr
     bad = _run(["report", "--period", "2026-13", "--out", str(tmp_path / "x.pdf")], instance)
     assert bad.returncode != 0 and bad.stderr.startswith("error: ")
     assert "invalid period" in bad.stderr and "Traceback" not in bad.stderr
+    # Years whose year before does not exist (year 0), and a month to come: one line each.
+    for period, why in (("0001-01", "1900 to 2999"), ("0001-02", "1900 to 2999"),
+                        ("2999-12", "starts after now")):
+        r = _run(["report", "--period", period, "--out", str(tmp_path / "x.pdf")], instance)
+        assert r.returncode == 2 and r.stderr.startswith("error: ") and why in r.stderr
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "x.pdf").exists()
     nowhere = _run(["report", "--out", str(tmp_path / "no" / "x.pdf")], instance)
     assert nowhere.returncode != 0 and "error: cannot write" in nowhere.stderr
 

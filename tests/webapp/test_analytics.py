@@ -4,6 +4,7 @@ planner's page and its drill-down lists, the charts and the planner's map."""
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 from html import unescape
 from urllib.parse import parse_qs, urlsplit
 
@@ -432,3 +433,178 @@ def test_drill_down_links_pin_a_relative_period_to_when_the_number_was_computed(
     assert "&at=" not in "".join(h for _c, _n, h, _t in _drills(
         planner.get("/planner?period=2026-10").get_data(as_text=True), "headline"))
     assert planner.get("/planner/cases?what=reported&at=soon").status_code == 400
+
+
+# -- the filters reach every number; periods and areas are checked ----------------------------
+def _past_days(days: int = 200) -> str:
+    """A date range of whole past days ending yesterday (UTC): fixed, complete, and
+    holding the demo cases (the last 120 days)."""
+    from datetime import timedelta
+
+    from gis.cases import utcnow
+
+    today = utcnow().date()
+    return f"{today - timedelta(days=days)}..{today - timedelta(days=1)}"
+
+
+def _count_cases(hemei, period: str, **where) -> int:
+    """Cases reported in ``period`` (rejected ones included, as 上报数), by SQL."""
+    import sqlalchemy as sa
+
+    from gis.coverage import parse_period
+    from gis.storage import cases
+
+    p = parse_period(period)
+    conds = [cases.c.created_at >= p.start, cases.c.created_at < p.end]
+    conds += [cases.c[k] == v for k, v in where.items()]
+    with hemei.store.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(cases)
+                            .where(*conds)).scalar()
+
+
+def _reported_cells(html: str, section: str) -> list[tuple[int, str]]:
+    return [(n, href) for _c, n, href, _t in _drills(html, section)
+            if "indicator=reported&" in href]
+
+
+def test_the_category_filter_reaches_the_headline_the_tables_and_the_ranking(planner, hemei):
+    # Was: the heading changed but 上报数, 结案数, … and the tables stayed the street's.
+    period = _past_days()
+    want = _count_cases(hemei, period, category="roof_leak")
+    every = _count_cases(hemei, period)
+    assert 0 < want < every
+    html = planner.get(f"/planner?period={period}&category=roof_leak&level=community"
+                       ).get_data(as_text=True)
+    (n, href), = _reported_cells(html, "headline")
+    assert n == want
+    total, ids = _listed(planner, href)
+    assert total == want
+    cats = {r["category_label"] for r in _case_rows(planner, href)}
+    assert cats == {"房屋漏水"}
+    assert sum(n for n, _h in _reported_cells(html, "indicators")) == want
+    assert sum(n for n, _h in _reported_cells(html, "ranking")) == want
+    for section in ("headline", "indicators", "ranking"):
+        for _c, _n, href, _t in _drills(html, section):
+            assert parse_qs(urlsplit(href).query)["category"] == ["roof_leak"], href
+    unfiltered = planner.get(f"/planner?period={period}").get_data(as_text=True)
+    assert _reported_cells(unfiltered, "headline")[0][0] == every
+    # The API takes the category too.
+    api = planner.get(f"/api/v1/indicators?level=street&period={period}&category=roof_leak"
+                      ).get_json()
+    assert api["rows"][0]["reported"] == want and api["category"] == "roof_leak"
+    assert error_field(planner.get("/api/v1/indicators?category=nothing")) == "category"
+
+
+def _case_rows(client, href: str) -> list[dict]:
+    html = client.get(href).get_data(as_text=True)
+    return [{"id": int(i), "category_label": c} for i, c in re.findall(
+        r'<tr[^>]*data-case-id="(\d+)">.*?</td>\s*<td>.*?</td>\s*<td>([^<]*)</td>', html, re.S)]
+
+
+def test_compound_rows_count_only_the_cases_inside_the_chosen_grid(planner, hemei):
+    # Was: compounds overlapping the grid, each counted whole (6 cases of a compound, 5 of
+    # them in the next grid, under a grid with 4).
+    period = _past_days()
+    frame = analysis.load_cases_frame(hemei.store, period=period)
+    spread = frame.dropna(subset=["compound_code"]).groupby("compound_code")["grid_code"]
+    straddling = spread.nunique()
+    comp = straddling[straddling > 1].index[0]
+    grid = frame.loc[frame["compound_code"] == comp, "grid_code"].value_counts().index[0]
+    inside = _count_cases(hemei, period, compound_code=comp, grid_code=grid)
+    assert inside < _count_cases(hemei, period, compound_code=comp)
+    html = planner.get(f"/planner?period={period}&grid={grid}&level=compound"
+                       ).get_data(as_text=True)
+    cells = {parse_qs(urlsplit(h).query)["code"][0]: (n, h)
+             for n, h in _reported_cells(html, "indicators")}
+    n, href = cells[comp]
+    assert n == inside
+    rows = _listed(planner, href)
+    assert rows[0] == inside
+    page = planner.get(href).get_data(as_text=True)
+    assert 'id="drill-within"' in page  # the list says it is only the grid's part
+    headline = _reported_cells(html, "headline")[0][0]
+    assert sum(n for n, _h in cells.values()) <= headline
+    assert 'id="within-note"' in html
+
+
+def test_drill_pages_name_the_period_and_the_organisation(planner, people):
+    html = planner.get("/planner/cases?what=reported&period=90d").get_data(as_text=True)
+    period = re.search(r'id="drill-period">([^<]*)<', html).group(1)
+    assert period.startswith("近90天 (") and "90d" not in period  # was "90d (…)"
+    en = planner.get("/planner/cases?what=reported&period=90d&lang=en").get_data(as_text=True)
+    assert re.search(r'id="drill-period">Last 90 days \(', en)
+    org = people["orgs"]["crew"]
+    html = planner.get(f"/planner/cases?what=indicator&indicator=reported&level=org"
+                       f"&code={org}&period=90d").get_data(as_text=True)
+    assert re.search(r'id="drill-area">城管维修队<', html)  # was the id: "区域 1"
+
+
+@pytest.mark.parametrize("query", [
+    "what=indicator&indicator=reported&level=grid&code=999",
+    "what=indicator&indicator=reported&level=community&code=abc",
+    "what=indicator&indicator=reported&level=org&code=99999",
+])
+def test_an_unknown_area_on_a_drill_page_is_refused(planner, query):
+    r = planner.get(f"/planner/cases?{query}")
+    assert r.status_code == 400
+    html = r.get_data(as_text=True)
+    assert '<span class="error-field">code</span>' in html and "unknown" in html
+
+
+@pytest.mark.parametrize("url, field", [
+    ("/planner/cases?what=reported&week=9999-12-31", "week"),  # was a 500: + 7 days
+    ("/planner/cases?what=reported&week=0001-01-01", "week"),
+    ("/planner?period=0001-01", "period"),
+    ("/planner?period=0001-01-01..0001-01-31", "period"),
+    ("/planner?period=2030-01", "period"),
+    ("/planner/cases?what=reported&period=90d&at=32503680000", "at"),  # 3000-01-01
+])
+def test_extreme_and_future_periods_on_the_pages_are_400(planner, url, field):
+    r = planner.get(url)
+    assert r.status_code == 400, (url, r.status_code)
+    assert f'<span class="error-field">{field}</span>' in r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("period", ["0001-01", "0001-01-01..0001-01-31", "2030-01",
+                                    "2999-12-01..2999-12-31"])
+@pytest.mark.parametrize("path", ["/api/v1/indicators", "/api/v1/clusters",
+                                  "/api/v1/hotspots", "/api/v1/hexbins"])
+def test_extreme_and_future_periods_in_the_api_are_400(public_client, path, period):
+    assert error_field(public_client.get(f"{path}?period={period}")) == "period"
+
+
+def test_the_current_month_is_counted_to_date_and_marked_partial(planner, hemei):
+    from gis.cases import utcnow
+
+    month = f"{utcnow():%Y-%m}"
+    body = planner.get(f"/api/v1/indicators?level=street&period={month}").get_json()
+    assert body["period"]["partial"] is True
+    end = datetime.fromisoformat(body["period"]["end"].rstrip("Z"))
+    assert abs(end - utcnow()) < timedelta(minutes=5)
+    html = planner.get(f"/planner?period={month}").get_data(as_text=True)
+    heading = html.split("</h1>")[0]
+    assert 'class="partial"' in heading and "UTC" in heading
+    spans = re.search(r'id="spans">(.*?)</p>', html, re.S).group(1)
+    assert 'class="partial"' in spans
+    # Its drill-downs are pinned where the month was cut, and list the number's cases.
+    (n, href), = _reported_cells(html, "headline")
+    assert "&at=" in href and _listed(planner, href)[0] == n
+    assert 'class="partial"' in planner.get(href).get_data(as_text=True)
+    # A past month is not marked.
+    last = (utcnow().replace(day=1) - timedelta(days=1))
+    html = planner.get(f"/planner?period={last:%Y-%m}").get_data(as_text=True)
+    assert 'class="partial"' not in html
+    assert "partial" not in planner.get(f"/api/v1/indicators?period={last:%Y-%m}"
+                                        ).get_json()["period"]
+
+
+def test_reported_counts_say_whether_rejected_cases_are_in(planner):
+    html = planner.get("/planner").get_data(as_text=True)
+    summary = re.search(r'id="map-summary">(.*?)</p>', html, re.S).group(1)
+    assert "不含" in summary or "excluding rejected" in summary
+    for fig in ("fig-trend", "fig-categories"):
+        caption = re.search(rf'id="{fig}">.*?<figcaption>(.*?)</figcaption>', html, re.S)
+        assert "Rejected" in caption.group(1) or "不予立案" in caption.group(1), fig
+    drill = planner.get("/planner/cases?what=reported").get_data(as_text=True)
+    title = re.search(r'<h1 id="drill-title">(.*?)</h1>', drill, re.S).group(1)
+    assert "不含" in title or "excluding rejected" in title

@@ -193,3 +193,11 @@ def test_unknown_tile_setting_fails_at_startup_with_a_clear_message(instance):
 def test_points_are_compact_json(client):
     body = json.loads(client.get("/api/v1/issues/points?limit=3").data)
     assert all(len(row) == 7 for row in body["rows"])
+
+
+@pytest.mark.parametrize("url", ["/?period=2999-01", "/api/v1/coverage?period=2999-01"])
+def test_a_period_that_has_not_begun_is_refused(client, url):
+    """Nothing has happened in it yet: counting it would show made-up zeros."""
+    r = client.get(url)
+    assert r.status_code == 400
+    assert "period" in r.get_data(as_text=True)

@@ -73,3 +73,49 @@ def test_indicators_export(client, tmp_path):
     (tmp_path / "i.xlsx").write_bytes(r.data)
     ws = openpyxl.load_workbook(tmp_path / "i.xlsx").worksheets[0]
     assert ws.max_row == 6  # header + 5 communities
+
+
+# -- bad filters are a 400 naming the parameter, never a 500 or an empty file ---------------
+@pytest.mark.parametrize("fmt", ["csv", "xlsx", "geojson", "gpkg"])
+@pytest.mark.parametrize("param, value", [("grid", "999"), ("community", "abc")])
+def test_an_unknown_area_is_refused_not_an_empty_file(client, fmt, param, value):
+    # Was 200 with no rows, while /api/v1/clusters?grid=999 said "unknown grid '999'".
+    r = client.get(f"/api/v1/exports/cases.{fmt}?{param}={value}")
+    assert r.status_code == 400
+    err = r.get_json()["error"]
+    assert err["field"] == param and f"unknown {param} '{value}'" == err["message"]
+
+
+@pytest.mark.parametrize("period, why", [
+    ("0001-01", "1900 to 2999"),  # was a 500: OverflowError in Period.previous
+    ("0001-01-01..0001-01-31", "1900 to 2999"),
+    ("0001-02", "1900 to 2999"),
+    ("2030-01", "starts after now"),
+])
+@pytest.mark.parametrize("path", ["indicators.csv", "indicators.xlsx", "cases.csv",
+                                  "cases.xlsx"])
+def test_extreme_and_future_periods_are_refused(client, path, period, why):
+    r = client.get(f"/api/v1/exports/{path}?period={period}")
+    assert r.status_code == 400
+    err = r.get_json()["error"]
+    assert err["field"] == "period" and why in err["message"]
+
+
+def test_the_indicators_export_follows_a_category(client, tmp_path):
+    api = client.get("/api/v1/indicators?level=community&period=90d&category=roof_leak"
+                     ).get_json()
+    r = client.get("/api/v1/exports/indicators.csv?level=community&period=90d"
+                   "&category=roof_leak")
+    assert r.status_code == 200
+    rows = list(csv.reader(io.StringIO(r.get_data().decode("utf-8-sig"))))
+    col = rows[0].index("上报数")
+    assert [int(x[col]) for x in rows[1:]] == [row["reported"] for row in api["rows"]]
+    every = client.get("/api/v1/indicators?level=community&period=90d").get_json()
+    assert sum(row["reported"] for row in api["rows"]) < sum(
+        row["reported"] for row in every["rows"])
+    x = client.get("/api/v1/exports/indicators.xlsx?level=community&period=90d"
+                   "&category=roof_leak")
+    (tmp_path / "i.xlsx").write_bytes(x.data)
+    notes = openpyxl.load_workbook(tmp_path / "i.xlsx").worksheets[1]
+    assert ("类别", "房屋漏水") in [(a.value, b.value) for a, b in notes.iter_rows()]
+    assert client.get("/api/v1/exports/indicators.csv?category=nothing").status_code == 400

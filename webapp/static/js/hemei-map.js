@@ -119,8 +119,11 @@
       var v = o.values ? o.values[f.id] : null;
       var rows = [[o.labels[0], f.properties.name], [o.labels[1], f.properties.code]];
       if (o.values) {
-        rows.push([o.labels[2], v ? v[1] : ""], [o.labels[3], v ? v[2] : 0],
-                  [o.labels[4], v ? v[3] : 0]);
+        rows.push([o.labels[2], v ? v[1] : ""]);
+        // The open and total counts, unless the map's metric is one of them already.
+        [[o.labels[3], 2], [o.labels[4], 3]].forEach(function (c) {
+          if (c[0] !== o.labels[2]) rows.push([c[0], v ? v[c[1]] : 0]);
+        });
       }
       var table = el("table");
       rows.forEach(function (r) {
