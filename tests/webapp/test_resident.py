@@ -222,18 +222,6 @@ def test_missing_csrf_token_is_400_and_stores_nothing(public_client, hemei):
     assert r.status_code == 400 and case_count(hemei) == n
 
 
-@pytest.fixture
-def limited_app(seeded_template, tmp_path):
-    from webapp import create_app
-
-    inst = tmp_path / "limited"
-    shutil.copytree(seeded_template, inst)
-    app = create_app({"TESTING": True, "INSTANCE": str(inst), "TILES": "none",
-                      "PUBLIC_FORM_LIMIT": "3"})
-    yield app
-    app.extensions["hemei"].store.dispose()
-
-
 def test_the_report_form_is_rate_limited_per_device(limited_app):
     client = limited_app.test_client()
     hemei = limited_app.extensions["hemei"]

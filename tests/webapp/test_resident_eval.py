@@ -5,7 +5,6 @@ over-long description, phone numbers checked, and a rate limit that keeps the fo
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 
 import pytest
@@ -308,18 +307,6 @@ def test_the_phone_message_is_english_on_the_english_page(public_client):
 
 
 # --------------------------------------------------------------------- 5. rate limits
-
-
-@pytest.fixture
-def limited_app(seeded_template, tmp_path):
-    from webapp import create_app
-
-    inst = tmp_path / "limited"
-    shutil.copytree(seeded_template, inst)
-    app = create_app({"TESTING": True, "INSTANCE": str(inst), "TILES": "none",
-                      "PUBLIC_FORM_LIMIT": "3"})
-    yield app
-    app.extensions["hemei"].store.dispose()
 
 
 @pytest.mark.parametrize("lang, says", [
