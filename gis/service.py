@@ -331,7 +331,7 @@ class Hemei:
         from gis.workflow import authorize_move, check_due, parse_move, plan_move
 
         move = parse_move(payload)
-        if move.to == "dispatched":
+        if move.to in ("dispatched", "claimed"):
             self._check_assignees(move)
         case = self.store.get_case(case_id)
         changes, data, warnings = plan_move(user, case.to_dict() | {"lon": case.lon,

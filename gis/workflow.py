@@ -73,6 +73,11 @@ def authorize_move(user: User, case: dict, to: str) -> None:
     """Raise ``Forbidden`` (with the reason) unless ``user`` may move ``case`` to ``to``."""
     if user.role == "planner":
         raise Forbidden("planners read cases; they do not change them")
+    if to == "claimed" and not case["published"]:
+        # Claiming takes a case off the published needs list; one not on it is
+        # dispatched instead (an admin's claim left a case held by no one).
+        raise Forbidden(f"case {case['id']} is not on the published needs list; "
+                        "dispatch it instead")
     if user.role == "admin":
         return
     if user.role == "grid_worker":
@@ -84,8 +89,6 @@ def authorize_move(user: User, case: dict, to: str) -> None:
         return
     if user.role == "field_staff":
         if to == "claimed":
-            if not case["published"]:
-                raise Forbidden(f"case {case['id']} is not on the published needs list")
             return
         if not in_scope(user, case):
             raise Forbidden(f"case {case['id']} is not dispatched to or claimed by your "
@@ -290,6 +293,9 @@ def plan_move(user: User, case: dict, move: Move) -> tuple[dict, dict, list[str]
     if move.to == "claimed":
         if user.role == "field_staff" and user.org_id is None:
             raise Forbidden("you belong to no organisation, so you cannot claim")
+        if user.role == "admin" and move.assignee_org is None:
+            raise InvalidInput("an administrator claims for a unit: name it in assignee_org",
+                               field="assignee_org")
         changes["assignee_org"] = move.assignee_org if user.role == "admin" else user.org_id
         changes["published"] = False  # off the list of what can still be claimed
         data["assignee_org"] = changes["assignee_org"]

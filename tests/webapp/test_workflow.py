@@ -238,6 +238,8 @@ def _request(api: Api, action: str, role: str, case_id: int | None):
         return api.post(role, f"/api/v1/issues/{case_id}/needs",
                         json={"kind": "fix_now", "publish": True})
     extra = {"dispatched": {"assignee_org": api.orgs["crew"]}}.get(action, {})
+    if action == "claimed" and role == "admin":
+        extra = {"assignee_org": api.orgs["crew"]}  # an admin claims for a named unit
     return api.move(role, case_id, action, note="现场处理记录", **extra)
 
 
@@ -983,7 +985,7 @@ def test_one_case_etag_follows_the_body_and_the_reader(world):
     """The ETag of one case is its body's: a reader who may make other moves, or a case
     that has become overdue meanwhile, is not answered 304 with someone else's body."""
     api = world.api
-    cid = api.new_case("filed")
+    cid = api.new_case("published")  # an admin may claim it for a unit, gw may not
     admin = api.client.get(f"/api/v1/issues/{cid}", headers=api.headers("admin"))
     gw = api.client.get(f"/api/v1/issues/{cid}", headers=api.headers("gw"))
     assert admin.get_json()["allowed"] != gw.get_json()["allowed"]
@@ -1010,3 +1012,27 @@ def test_one_case_etag_follows_the_body_and_the_reader(world):
     r = api.client.get(f"/api/v1/issues/{cid}", headers={
         **api.headers("gw"), "If-None-Match": fresh.headers["ETag"]})
     assert r.status_code == 200 and r.get_json()["properties"]["overdue"] is True
+
+
+def test_only_a_published_case_is_claimed_and_an_admin_names_the_unit(world):
+    """An administrator's claim of a case never put on the needs list left it held by no
+    one (found on the phone): claiming is taken off the published list, for everyone,
+    and an administrator claims for a named unit."""
+    api = world.api
+    cid = api.new_case("filed")
+    before = api.snapshot(cid)
+    r = api.move("admin", cid, "claimed", assignee_org=api.orgs["crew"])
+    assert r.status_code == 403 and "needs list" in r.get_json()["error"]["message"]
+    assert "claimed" not in api.client.get(
+        f"/api/v1/issues/{cid}", headers=api.headers("admin")).get_json()["allowed"]
+    assert api.post("admin", f"/api/v1/issues/{cid}/needs",
+                    json={"kind": "fix_now", "publish": True}).status_code == 200
+    before = api.snapshot(cid)
+    r = api.move("admin", cid, "claimed")
+    assert r.status_code == 400 and r.get_json()["error"]["field"] == "assignee_org"
+    r = api.move("admin", cid, "claimed", assignee_org=999_999)
+    assert r.status_code == 400 and r.get_json()["error"]["field"] == "assignee_org"
+    assert api.snapshot(cid) == before
+    r = api.move("admin", cid, "claimed", assignee_org=api.orgs["crew"])
+    assert r.status_code == 200
+    assert r.get_json()["properties"]["assignee_org"] == api.orgs["crew"]
