@@ -25,6 +25,8 @@ def _headline(status: int) -> str:
         405: gettext("This page cannot be used this way."),
         409: gettext("This cannot be done in the item's current state; reload it and "
                      "look again."),
+        503: gettext("The service is unavailable for a moment; nothing was stored. Please "
+                     "try again shortly."),
         413: gettext("The upload is too large."),
         415: gettext("This kind of content cannot be read here."),
         422: gettext("The request cannot be carried out as it stands."),
@@ -72,6 +74,30 @@ def form_expired(err: CSRFError):
                               "back, reload the page and send it again."))
 
 
+def _unavailable(err: Exception) -> bool:
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    return isinstance(err, sa.exc.OperationalError | sqlite3.OperationalError) or (
+        isinstance(err, sa.exc.DBAPIError) and err.connection_invalidated)
+
+
+class ServiceUnavailable(HemeiError):
+    status = 503
+    code = "service_unavailable"
+
+
+def _unavailable_response():
+    err = ServiceUnavailable("the database is unavailable or out of space; nothing was "
+                             "stored; try again in a moment")
+    if _wants_json():
+        resp = jsonify(err.to_dict())
+    else:
+        resp = _page(503, err.message)[0]
+    return resp, 503, {"Retry-After": "5"}
+
+
 def init_app(app) -> None:
     """Register the handlers on ``app``."""
 
@@ -97,6 +123,10 @@ def init_app(app) -> None:
     def handle_unexpected(err: Exception):
         # Never show a traceback; log it for the operator.
         app.logger.exception("unhandled error on %s", request.path)
+        if _unavailable(err):
+            # The database is down, locked past its timeout or its disk is full: nothing
+            # was stored, and the same request may well work in a moment (503, not 500).
+            return _unavailable_response()
         if _wants_json():
             return jsonify({"error": {"code": "internal_error",
                                       "message": "internal error; it has been logged"}}), 500

@@ -65,6 +65,9 @@ def _check_photos(h) -> dict:
 
 _CHECKS = (("database", _check_database), ("layers", _check_layers),
            ("photos", _check_photos))
+_FAILED = {"database": "the database does not answer (see the server log)",
+           "layers": "the boundary layers cannot be loaded (see the server log)",
+           "photos": "the photos folder is not writable (see the server log)"}
 
 
 @bp.get("/readyz")
@@ -76,8 +79,10 @@ def readyz():
         try:
             checks[name] = {"ok": True, **check(h)}
         except Exception as err:  # a probe reports a failure, it never raises
-            message = getattr(err, "message", None) or str(err) or type(err).__name__
-            checks[name] = {"ok": False, "error": message[:300]}
+            # The details (a database's host and port, a folder's path) go to the log,
+            # not to whoever may call this public probe.
+            current_app.logger.warning("readyz: %s check failed: %s", name, err)
+            checks[name] = {"ok": False, "error": _FAILED[name]}
     failed = [name for name, c in checks.items() if not c["ok"]]
     body = {"status": "unavailable" if failed else "ok", "checks": checks}
     if failed:
@@ -95,9 +100,11 @@ def _start_timer() -> None:
 def _log_request(resp):
     t0 = g.pop("_hemei_t0", None)
     ms = round((time.perf_counter() - t0) * 1000, 2) if t0 is not None else None
+    # The client's address as the server saw it (gunicorn puts X-Forwarded-For's there
+    # only for proxies in FORWARDED_ALLOW_IPS, so a client cannot forge it).
     record = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": pid(),
-              "method": request.method, "path": request.path,
-              "status": resp.status_code, "duration_ms": ms}
+              "remote": request.remote_addr, "method": request.method,
+              "path": request.path, "status": resp.status_code, "duration_ms": ms}
     try:
         line = orjson.dumps(record).decode()
     except TypeError:  # a path orjson refuses (a lone surrogate): the standard encoder

@@ -301,3 +301,30 @@ def test_a_reports_location_is_the_cases_url_under_a_mount_point_too(app, client
     with app.test_request_context("/", base_url="http://localhost/hemei"):
         assert r.headers["Location"] == url_for("api.get_issue", case_id=case_id)
     assert r.headers["Location"] == f"/hemei/api/v1/issues/{case_id}"
+
+
+@pytest.mark.backends("sqlite")
+def test_a_full_database_is_503_with_retry_after_and_stores_nothing(app, client, backend):
+    """SQLite's own 'database or disk is full' (max_page_count pinned to the file's size,
+    so the next page cannot be added): a 503 saying nothing was stored, not a 500."""
+    import sqlalchemy as sa
+
+    store = app.extensions["hemei"].store
+    before = count_cases(client)
+    with store._read() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+
+    def full(dbapi_conn, _record):
+        dbapi_conn.execute(f"PRAGMA max_page_count={pages}")
+
+    sa.event.listen(store.engine, "connect", full)
+    store.dispose()  # every connection is made again, with the limit
+    try:
+        r = client.post("/api/v1/issues", json={**GOOD, "description": "漏" * 4000})
+        assert r.status_code == 503
+        assert r.headers["Retry-After"] == "5"
+        assert r.get_json()["error"]["code"] == "service_unavailable"
+    finally:
+        sa.event.remove(store.engine, "connect", full)
+        store.dispose()
+    assert count_cases(client) == before
