@@ -604,14 +604,28 @@ class Accounts:
     # -- patrol check-ins -----------------------------------------------------
     def check_in(self, user: User, lon: float, lat: float, grid_code: str | None,
                  accuracy_m: float | None = None) -> dict:
-        """Record a patrol check-in at the worker's position."""
+        """Record a patrol check-in at the worker's position. A check-in by the same
+        person less than 30 seconds after their last one is the same tap again (a slow
+        connection): nothing is written and the earlier check-in comes back, marked
+        ``repeat: True``."""
+        from datetime import timedelta
+
+        repeat_s = 30  # nobody patrols two places half a minute apart
         now = utcnow()
         with self.store._write() as conn:
+            # Looked up in the write transaction, so two taps cannot both miss each other.
+            last = conn.execute(
+                sa.select(checkins.c.id, checkins.c.grid_code, checkins.c.at)
+                .where(checkins.c.user_id == user.id,
+                       checkins.c.at >= now - timedelta(seconds=repeat_s))
+                .order_by(checkins.c.at.desc()).limit(1)).first()
+            if last is not None:
+                return {"id": last[0], "grid_code": last[1], "at": last[2], "repeat": True}
             cid = conn.execute(sa.insert(checkins).values(
                 user_id=user.id, grid_code=grid_code, lon=lon, lat=lat,
                 accuracy_m=accuracy_m, at=now)).inserted_primary_key[0]
             self.store._bump(conn)
-        return {"id": cid, "grid_code": grid_code, "at": now}
+        return {"id": cid, "grid_code": grid_code, "at": now, "repeat": False}
 
     def last_patrolled(self) -> dict[str, object]:
         """Grid code → time of the latest check-in (aggregated in the database)."""

@@ -395,16 +395,59 @@ class Hemei:
         if not note and not photos:
             raise InvalidInput("add a note or a photo", field="note")
 
+        import json
+
+        from gis.storage import case_events as ev
+
+        class RepeatedComment(Exception):
+            """Raised inside the transaction: the comment repeats one just added."""
+
+        repeat_s = 60  # the same note and photos again within a minute is the same tap
+
+        def repeated(keys: list[str]) -> bool:
+            # Whether this person added this note with these photos to the case just now.
+            since = utcnow() - timedelta(seconds=repeat_s)
+            with self.store._read() as conn:
+                rows = conn.execute(sa.select(ev.c.data).where(
+                    ev.c.case_id == case_id, ev.c.kind == "comment",
+                    ev.c.actor == user.display_name, ev.c.note == note,
+                    ev.c.at >= since)).scalars().all()
+            for raw in rows:
+                try:
+                    sent = (json.loads(raw) if raw else {}) or {}
+                except ValueError:
+                    sent = {}
+                if list(sent.get("photos") or []) == list(keys):
+                    return True
+            return False
+
+        rows, keys = self._store_photos(photos or [], role="report")
+
         def check(row):
             if row["status"] not in OPEN_STATUSES:
                 raise Conflict("the case is no longer open; report a new one")
+            # Run inside the write transaction (after its write lock on SQLite), so the
+            # first of two taps is committed by the time the second one looks.
+            if repeated(keys):
+                raise RepeatedComment
 
-        rows, keys = self._store_photos(photos or [], role="report")
         try:
-            return self.store.update_case(
-                case_id, actor=user.display_name, kind="comment", note=note,
-                data={**(data or {}), **({"photos": keys} if keys else {})} or None,
-                check=check, photo_rows=rows)
+            for attempt in range(2):
+                try:
+                    return self.store.update_case(
+                        case_id, actor=user.display_name, kind="comment", note=note,
+                        data={**(data or {}), **({"photos": keys} if keys else {})} or None,
+                        check=check, photo_rows=rows)
+                except Conflict:
+                    # Two taps at once on PostgreSQL: the loser's conditional update
+                    # matches nothing; once more, it finds the winner's comment.
+                    if attempt:
+                        raise
+        except RepeatedComment:
+            # A double tap: answered as if it had just succeeded (the first one did). The
+            # photos are the first one's (content-addressed) and stay with it.
+            self._forget_photos(keys)
+            return self.store.get_case(case_id)
         except Exception:
             self._forget_photos(keys)
             raise
@@ -547,16 +590,13 @@ class Hemei:
                      "finished": int(r[3] or 0)} for r in conn.execute(q)]
 
     def check_in(self, user, lon: object, lat: object, accuracy: object = None) -> dict:
-        """A grid worker's patrol check-in at their position (must be in the street)."""
+        """A grid worker's patrol check-in at their position (must be in the street, in
+        one of their grids, and located to within 200 m).
+        Refusals carry ``details["reason"]`` (``accuracy``, ``too_inaccurate``,
+        ``outside_street``, ``not_your_grid`` with ``grid``) for a page to word them. The
+        same person checking in again within 30 s gets the first check-in back
+        (``repeat: True``; see :meth:`gis.accounts.Accounts.check_in`)."""
         x, y = check_lon_lat(lon, lat)
-        chain = self.locator.locate(x, y)
-        if chain is None:
-            raise OutsideJurisdiction("your position is outside the street", field="lon")
-        if user.role == "grid_worker" and chain["grid"]["code"] not in user.grids:
-            from gis.errors import Forbidden
-
-            raise Forbidden(f"your position is in grid {chain['grid']['code']}, not in your "
-                            f"grids ({', '.join(user.grids) or 'none'})")
         acc = None
         if accuracy not in (None, ""):
             try:
@@ -565,7 +605,24 @@ class Hemei:
                 acc = float("nan")
             if not (np.isfinite(acc) and 0 <= acc <= 100_000):
                 raise InvalidInput("accuracy must be a number of metres (0–100,000)",
-                                   field="accuracy")
+                                   field="accuracy", details={"reason": "accuracy"})
+            limit = 200.0  # vaguer than this, the position may lie in any of several grids
+            if acc > limit:
+                # Checked before the grid: a vague position says nothing about the grid.
+                raise InvalidInput(
+                    f"the position is only accurate to about {acc:.0f} m (at most "
+                    f"{limit:.0f} m for a check-in); locate again in the open",
+                    field="accuracy",
+                    details={"reason": "too_inaccurate", "accuracy": acc, "limit": limit})
+        chain = self.locator.locate(x, y)
+        if chain is None:
+            raise OutsideJurisdiction("your position is outside the street", field="lon",
+                                      details={"reason": "outside_street"})
+        if user.role == "grid_worker" and chain["grid"]["code"] not in user.grids:
+            raise Forbidden(f"your position is in grid {chain['grid']['code']}, not in your "
+                            f"grids ({', '.join(user.grids) or 'none'})",
+                            details={"reason": "not_your_grid",
+                                     "grid": chain["grid"]["code"]})
         return self.accounts.check_in(user, x, y, chain["grid"]["code"], acc)
 
     def parse_bbox(self, text: str | None):

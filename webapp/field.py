@@ -16,6 +16,9 @@ Routes (all under ``/m``):
 ``POST /cases/<id>/add``         add a note and photos to an existing case (a comment)
 ``GET /cases/<id>``              one case with a form per move the user may make now
 ``POST /cases/<id>/move``        make a move (``Hemei.move``)
+``POST /cases/<id>/extend``      a new due date with a reason (``Hemei.extend``)
+``POST /cases/<id>/needs``       put on / take off the needs list (``Hemei.set_needs``)
+``GET /cases/<id>/<action>``     back to the case page (a reload after a form error)
 ``GET /photos/<key>``            a case photo (``?thumb=1``: its thumbnail)
 ``GET|POST /patrol``             a grid worker's check-in and "last patrolled" per grid
 ``GET /needs``                   the published needs list and what each unit holds
@@ -26,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import secrets
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -43,14 +47,37 @@ from flask import (
 )
 from flask_babel import gettext, ngettext
 
-from gis.cases import Case, status_label, utcnow
+from gis.cases import (
+    NEEDS_KINDS,
+    OPEN_STATUSES,
+    Case,
+    report_fingerprint,
+    status_label,
+    utcnow,
+)
 from gis.catalogue import get_category, load_catalogue
-from gis.errors import Conflict, HemeiError, InvalidInput, NotFound
+from gis.errors import (
+    Conflict,
+    Forbidden,
+    HemeiError,
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotFound,
+)
 from gis.locate import check_lon_lat
-from gis.photos import MAX_PHOTOS
-from gis.workflow import FAR_M, QUANTITIES, allowed_for, can_read, geodesic_m
+from gis.photos import MAX_PHOTOS, PhotoTooLarge
+from gis.storage import IdempotentReplay
+from gis.workflow import (
+    FAR_M,
+    MAX_DUE_AHEAD,
+    QUANTITIES,
+    allowed_for,
+    authorize_move,
+    can_read,
+    geodesic_m,
+)
 from webapp.auth import web_user
-from webapp.i18n import get_locale, local_time
+from webapp.i18n import BEIJING, get_locale, local_time
 
 bp = Blueprint("field", __name__, url_prefix="/m")
 
@@ -61,6 +88,12 @@ MAX_NEARBY_M = 1000.0
 FIELD_STATUSES = ("dispatched", "claimed", "in_progress", "reopened")
 ADMIN_LIST_LIMIT = 200
 _KEY = re.compile(r"[0-9a-f]{64}\.(?:jpg|png)")
+#: The one-time key a report form carries (see :func:`_form_key`).
+_FORM_KEY = re.compile(r"m-[A-Za-z0-9_-]{16,64}")
+#: Worse than this (metres), the report page asks for the marker to be dragged into place.
+POOR_ACCURACY_M = 100.0
+#: Worse than this, a check-in is refused (``Hemei.check_in``); the page says so first.
+CHECK_IN_ACCURACY_M = 200.0
 
 
 def N_(message: str) -> str:
@@ -122,7 +155,13 @@ FIELD_HINTS = {
     "quantities": N_("The quantities are not valid"),
     "assignee_org": N_("Please choose the organisation that handles it"),
     "accuracy": N_("The location accuracy is not valid"),
+    "due_at": N_("The new due date is not valid"),
+    "reason": N_("Please give a reason"),
+    "kind": N_("Please choose the kind of need"),
     "to": N_("This action is not valid")}
+#: Errors whose hint says all the reader needs: the (English) detail is left off a
+#: Chinese page.
+WHOLE_HINTS = {"conflict", "outside_jurisdiction", "not_found"}
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -162,14 +201,69 @@ def map_config(**extra) -> dict:
 
 
 def message(err: HemeiError) -> dict[str, str]:
-    """``{field: text}`` for a form: the message, led by a hint in the reader's language
-    unless it was written for the reader (:class:`Told`) or is Chinese already."""
-    hint = ERROR_HINTS.get(err.code) or FIELD_HINTS.get(err.field or "")
-    if hint is None or isinstance(err, Told) or _CJK.search(err.message):
-        text = err.message
-    else:
-        text = tr(hint) + _aside(err.message)
+    """``{field: text}`` for a form: the message in the reader's language when it is
+    known (:func:`_worded`), else led by a hint in their language unless it was written
+    for the reader (:class:`Told`) or is Chinese already."""
+    text = None if isinstance(err, Told) else _worded(err)
+    if text is None:
+        hint = ERROR_HINTS.get(err.code) or FIELD_HINTS.get(err.field or "")
+        if hint is None or isinstance(err, Told) or _CJK.search(err.message):
+            text = err.message
+        elif err.code in WHOLE_HINTS and get_locale() == "zh":
+            text = tr(hint)
+        else:
+            text = tr(hint) + _aside(err.message)
     return {err.field or "form": text}
+
+
+def _details(err: HemeiError) -> dict:
+    return err.details if isinstance(err.details, dict) else {}
+
+
+def _worded(err: HemeiError) -> str | None:
+    """The whole message of a known refusal in the reader's language, or None.
+
+    By ``details["reason"]`` where gis gives one (patrol check-ins); for photos, which
+    :mod:`gis.photos` refuses without a reason, by class and details (too many bytes or
+    pixels) and, for HEIC and a cut-off upload, by the words its English message uses."""
+    d = _details(err)
+    reason = d.get("reason")
+    if reason == "too_inaccurate":
+        return gettext("Your position is only accurate to about %(num)s m; a check-in needs "
+                       "%(limit)s m or better. Move into the open and locate again.",
+                       num=f"{float(d.get('accuracy') or 0):.0f}",
+                       limit=f"{float(d.get('limit') or CHECK_IN_ACCURACY_M):.0f}")
+    if reason == "outside_street":
+        return gettext("Your position is outside the street: no check-in here.")
+    if reason == "not_your_grid":
+        code = str(d.get("grid") or "")
+        return gettext("You are in %(grid)s, which is not one of your grids: check in "
+                       "from one of your own grids.",
+                       grid=hemei().locator.name("grid", code) or code)
+    if reason == "accuracy":
+        return tr(FIELD_HINTS["accuracy"])
+    if err.field not in ("photo", "photos"):
+        return None
+    if isinstance(err, PhotoTooLarge) and "bytes" in d and "max_bytes" in d:
+        mb = 1024 * 1024
+        return gettext("The photo is %(size)s MB, over the limit of %(limit)s MB. Please "
+                       "send a smaller one (most phones can share a reduced size).",
+                       size=f"{math.ceil(d['bytes'] / mb * 10) / 10:g}",
+                       limit=f"{math.floor(d['max_bytes'] / mb * 100) / 100:g}")
+    if "max_pixels" in d:
+        return gettext("The photo has too many pixels. Please send a smaller one.")
+    text = err.message
+    if "HEIC" in text:
+        return gettext("HEIC photos (the iPhone default) are not accepted: please send a "
+                       "JPEG, PNG or WebP photo (on an iPhone: Settings > Camera > Formats "
+                       "> Most Compatible).")
+    if "damaged" in text or "incomplete" in text:
+        return gettext("The photo file is damaged or incomplete (was the upload cut off?). "
+                       "Please send it again.")
+    if err.code == "invalid_input" and err.field == "photo":
+        return gettext("This file is not a photo that can be used: please send a JPEG, PNG "
+                       "or WebP photo.")
+    return None
 
 
 def _aside(text: str) -> str:
@@ -267,24 +361,38 @@ def _nearby(lon: float, lat: float, category: str, radius: float) -> list[tuple[
     return sorted([(c, d) for c, d in out if d <= radius], key=lambda p: p[1])
 
 
-def _render_report(errors: dict | None = None, status: int = 200, duplicates=None):
+def _form_key(renew: bool = False) -> str:
+    """The one-time key of a report form: the one it was sent with (nothing was stored,
+    so the same report sent again may use it), or a new one for a new form."""
+    sent = request.form.get("form_key") or ""
+    return sent if sent and not renew and _FORM_KEY.fullmatch(sent) else (
+        "m-" + secrets.token_urlsafe(18))
+
+
+def _render_report(errors: dict | None = None, status: int = 200, duplicates=None,
+                   new_key: bool = False):
     return render_template(
         "field/report.html", categories=load_catalogue().values(), errors=errors or {},
         form=request.form, duplicates=duplicates or [], radius=NEARBY_M,
-        max_photos=MAX_PHOTOS,
+        max_photos=MAX_PHOTOS, form_key=_form_key(renew=new_key),
         map_cfg=map_config(nearbyUrl=url_for("field.nearby"),
                            photoUrl=url_for("field.photo_location"),
                            addUrl=url_for("field.add_to_case", case_id=0)
                            .replace("/0/", "/{id}/"),
                            caseUrl=url_for("field.case", case_id=0).replace("/0", "/{id}"),
-                           radius=NEARBY_M)), status
+                           radius=NEARBY_M, poorM=POOR_ACCURACY_M,
+                           maxPhotos=MAX_PHOTOS)), status
 
 
 @bp.route("/report", methods=["GET", "POST"])
 def report():
     """Report a case on the spot. Before saving, open cases of the same category within
     50 m are offered to add to instead (field.js asks /m/nearby first; without script the
-    server shows them and asks again)."""
+    server shows them and asks again).
+
+    The form carries a one-time key (``form_key``, rendered with the page) used as the
+    API's Idempotency-Key: the same form sent twice (a double tap, a retry over a slow
+    connection) makes one case, and the second answer shows it."""
     user = web_user(*REPORTERS)
     if request.method == "GET":
         return _render_report()
@@ -303,11 +411,39 @@ def report():
             dups = _nearby(lon, lat, str(payload["category"]), NEARBY_M)
             if dups:
                 return _render_report(duplicates=[_dup(c, d) for c, d in dups])
-        case = h.report(payload, actor=user.display_name, photos=photos)
+        key = request.form.get("form_key") or ""
+        idempotency = ((user.id, key, report_fingerprint(payload, photos))
+                       if _FORM_KEY.fullmatch(key) else None)
+        case = h.report(payload, actor=user.display_name, photos=photos,
+                        idempotency=idempotency)
+    except IdempotentReplay as replay:
+        # The same form again: the first tap made the case; show it as if just made.
+        case = h.store.get_case(replay.case_id)
+    except IdempotencyKeyReused as err:
+        # This form already made a case and now carries another report (the page came
+        # back from history and was changed): say so, with a fresh key to send it anew.
+        return _render_report({"form": gettext(
+            "This form was already sent and made case #%(id)d. Check the report and "
+            "submit again to report another case.",
+            id=int(_details(err).get("case_id") or 0))}, err.status, new_key=True)
     except HemeiError as err:
         return _render_report(message(err), err.status)
-    flash(gettext("Reported as case #%(id)d", id=case.id), "field-ok")
-    return redirect(url_for("field.case", case_id=case.id))
+    return _after_report(user, case)
+
+
+def _after_report(user, case: Case):
+    """Where a reporter lands: the case page when they may follow the case there; else
+    (another grid worker's grid, field staff) their work list, told plainly who takes
+    it over, with a link to the public case page, rather than a page that hides the
+    photos and names they just sent."""
+    if can_read(user, case):
+        flash(gettext("Reported as case #%(id)d", id=case.id), "field-ok")
+        return redirect(url_for("field.case", case_id=case.id))
+    grid = hemei().locator.name("grid", case.grid_code) or case.grid_code or ""
+    flash(gettext("Reported as case #%(id)d in %(grid)s; its grid worker will handle it.",
+                  id=case.id, grid=grid), "field-ok")
+    flash(url_for("pages.case", case_id=case.id), "field-link")
+    return redirect(url_for("field.home"))
 
 
 def _dup(c: Case, dist: float) -> dict:
@@ -420,9 +556,19 @@ def _case_photos(case: Case) -> list[dict]:
     return out
 
 
+def _needs_label(kind: str | None) -> str:
+    """A needs-list kind (``fix_now`` …) in the reader's language."""
+    names = NEEDS_KINDS.get(kind or "")
+    return (names[0] if get_locale() == "zh" else names[1]) if names else (kind or "")
+
+
 def _history(case: Case, staff: bool) -> list[dict]:
+    """The case's events as lines of the history: what happened, to which organisation
+    (dispatches and claims name it, a re-dispatch would otherwise read as nothing), what
+    a needs-list change set, and the evidence."""
     out = []
     locale = get_locale()
+    orgs = {o["id"]: o["name"] for o in hemei().accounts.orgs()}
     for ev in case.history:
         data = ev.get("data") or {}
         if ev["kind"] == "transition":
@@ -431,6 +577,23 @@ def _history(case: Case, staff: bool) -> list[dict]:
         else:
             what = tr(EVENT_KINDS[ev["kind"]]) if ev["kind"] in EVENT_KINDS else ev["kind"]
         extra = []
+        if data.get("assignee_org") is not None and (
+                ev["kind"] == "transition" and ev["to"] in ("dispatched", "claimed")):
+            extra.append(gettext("To %(org)s", org=orgs.get(data["assignee_org"])
+                                 or f"#{data['assignee_org']}"))
+        if ev["kind"] == "needs":
+            if data.get("kind"):
+                extra.append(_needs_label(data["kind"]))
+                extra.append(gettext("Published for claiming") if data.get("published")
+                             else gettext("Not published"))
+            else:
+                extra.append(gettext("Taken off the needs list"))
+        if ev["kind"] == "extension" and data.get("to"):
+            try:
+                extra.append(gettext("New due date %(date)s", date=when(
+                    datetime.fromisoformat(data["to"]), "%Y-%m-%d %H:%M")))
+            except (TypeError, ValueError):
+                pass
         if data.get("distance_m") is not None:
             metres = f"{data['distance_m']:.0f}"
             extra.append(gettext("%(num)s m from the case (far)", num=metres)
@@ -448,11 +611,26 @@ def _history(case: Case, staff: bool) -> list[dict]:
     return out
 
 
+def _may(user, case: Case, to: str) -> bool:
+    """Whether ``user`` passes the workflow's check for a move to ``to`` on ``case``: the
+    service checks extensions as "reopened" (those who check the work) and the needs
+    list as "dispatched" (those who dispatch)."""
+    row = {k: getattr(case, k) for k in ("id", "grid_code", "assignee_org", "assignee_user",
+                                         "published", "status", "street_code",
+                                         "community_code")}
+    try:
+        authorize_move(user, row, to)
+    except Forbidden:
+        return False
+    return True
+
+
 def _render_case(case: Case, user, *, error: dict | None = None, status: int = 200,
                  active: str | None = None):
     h = hemei()
     staff = can_read(user, case)
     moves = allowed_for(user, case)
+    is_open = case.status in OPEN_STATUSES
     lines = [ev["data"]["line"] for ev in case.history
              if (ev.get("data") or {}).get("line")]
     org = None
@@ -475,6 +653,11 @@ def _render_case(case: Case, user, *, error: dict | None = None, status: int = 2
         grid_name=h.locator.name("grid", case.grid_code) or case.grid_code,
         compound_name=h.locator.name("compound", case.compound_code), org=org,
         overdue=case.is_overdue(), when=when, far_m=FAR_M, error=error or {},
+        max_photos=MAX_PHOTOS, can_extend=is_open and _may(user, case, "reopened"),
+        can_needs=is_open and _may(user, case, "dispatched"),
+        needs_kinds=[(k, _needs_label(k)) for k in NEEDS_KINDS],
+        needs_label=_needs_label(case.needs_kind) if case.needs_kind else None,
+        due_local=local_time(case.due_at, "%Y-%m-%dT%H:%M") if case.due_at else "",
         active=active, form=request.form if active else {},
         map_cfg=map_config(case=[case.lat, case.lon], lines=lines, farM=FAR_M),
     ), status
@@ -493,6 +676,9 @@ def _number(raw: str, name: str) -> float | int:
     except ValueError:
         raise Told(gettext("%(label)s must be a number", label=tr(QUANTITY_LABELS[name])),
                    field="quantities") from None
+    if not (math.isfinite(v) and 0 <= v <= 1_000_000):
+        raise Told(gettext("%(label)s must be a number from 0 to 1,000,000",
+                           label=tr(QUANTITY_LABELS[name])), field="quantities")
     return int(v) if v.is_integer() else v
 
 
@@ -517,19 +703,41 @@ def _move_payload(form) -> dict:
     return payload
 
 
+def _done_already(case: Case, user, kind: str, to: str | None = None) -> bool:
+    """Whether the case's last event is ``user``'s own ``kind`` step (a transition to
+    ``to``): a second tap of a form whose first tap went through."""
+    if not case.history:
+        return False
+    last = case.history[-1]
+    return (last["kind"] == kind and last["actor"] == user.display_name
+            and (to is None or (last["to"] == to and case.status == to)))
+
+
 @bp.post("/cases/<int:case_id>/move")
 def move(case_id: int):
-    """Make a move on the case; warnings (far from the case …) come back as a flash."""
+    """Make a move on the case; warnings (far from the case …) come back as a flash. A
+    conflict because the case already is where the user asked, by their own last step
+    (a double tap), is no error: the case page says it is done."""
     user = web_user()
     h = hemei()
     current = h.store.get_case(case_id)
     to = request.form.get("to") or ""
     try:
         payload = _move_payload(request.form)
-        case, warnings = h.move(user, case_id, payload, _photos_from_request())
+        photos = _photos_from_request()
+        if to == "resolved" and not (payload["note"].strip() or photos):
+            # Said before the service refuses it in terms of photos only.
+            raise Told(gettext("Add an “after” photo or a note saying what was done"),
+                       field="note")
+        case, warnings = h.move(user, case_id, payload, photos)
     except HemeiError as err:
         if isinstance(err, Conflict):
             current = h.store.get_case(case_id)
+            if _done_already(current, user, "transition", to):
+                flash(gettext("Done: the case is “%(status)s”.",
+                              status=status_label(current.status, get_locale())),
+                      "field-ok")
+                return redirect(url_for("field.case", case_id=case_id))
         return _render_case(current, user, error=message(err),
                             status=err.status, active=to)
     flash(gettext("%(action)s: the case is now “%(status)s”",
@@ -538,6 +746,106 @@ def move(case_id: int):
     for w in warnings:
         flash(_warning(w), "field-warn")
     return redirect(url_for("field.case", case_id=case.id))
+
+
+@bp.post("/cases/<int:case_id>/extend")
+def extend(case_id: int):
+    """Extend the case (延期): a new due date, in Beijing time, and the reason. The date
+    is checked here first so that a mistake is said in the reader's words."""
+    user = web_user()
+    h = hemei()
+    current = h.store.get_case(case_id)
+    form = request.form
+    try:
+        raw = (form.get("due_at") or "").strip()
+        reason = (form.get("reason") or "").strip()
+        if not raw:
+            raise Told(gettext("Please choose the new due date"), field="due_at")
+        try:
+            local = datetime.fromisoformat(raw)
+        except ValueError:
+            raise Told(gettext("The new due date is not a date"), field="due_at") from None
+        if local.tzinfo is not None:
+            raise Told(gettext("The new due date is not a date"), field="due_at")
+        due = local - BEIJING  # the form's time is Beijing time; stored as UTC
+        last = (current.history[-1].get("data") or {}) if current.history else {}
+        if (_done_already(current, user, "extension")
+                and last.get("to") == due.isoformat()):
+            flash(gettext("Done: the case is now due %(date)s.",
+                          date=when(current.due_at, "%Y-%m-%d %H:%M")), "field-ok")
+            return redirect(url_for("field.case", case_id=case_id))
+        if not reason:
+            raise Told(gettext("Please give the reason for the extension"), field="reason")
+        if len(reason) > 4000:
+            raise Told(gettext("The note may have at most %(num)d characters", num=4000),
+                       field="reason")
+        now = utcnow()
+        if due <= now:
+            raise Told(gettext("The new due date must be in the future"), field="due_at")
+        if due > now + MAX_DUE_AHEAD:
+            raise Told(gettext("The new due date may be at most two years ahead"),
+                       field="due_at")
+        if current.due_at is not None and due <= current.due_at:
+            raise Told(gettext("The new due date must be later than the current one "
+                               "(%(date)s)", date=when(current.due_at, "%Y-%m-%d %H:%M")),
+                       field="due_at")
+        case = h.extend(user, case_id, {"due_at": due.isoformat(), "reason": reason})
+    except HemeiError as err:
+        if isinstance(err, Conflict):
+            current = h.store.get_case(case_id)
+        return _render_case(current, user, error=message(err), status=err.status,
+                            active="extend")
+    flash(gettext("Extended: the case is now due %(date)s.",
+                  date=when(case.due_at, "%Y-%m-%d %H:%M")), "field-ok")
+    return redirect(url_for("field.case", case_id=case.id))
+
+
+@bp.post("/cases/<int:case_id>/needs")
+def needs_list(case_id: int):
+    """Put the case on the needs list (fix now / long term), publish it for partner
+    units to claim, or take it off (an empty kind)."""
+    user = web_user()
+    h = hemei()
+    current = h.store.get_case(case_id)
+    form = request.form
+    try:
+        kind = form.get("kind") or None
+        if kind is not None and kind not in NEEDS_KINDS:
+            raise Told(gettext("Please choose the kind of need"), field="kind")
+        publish = form.get("publish") == "1"
+        if publish and kind is None:
+            raise Told(gettext("Choose fix now or long term to publish it"), field="kind")
+        if publish and current.status != "filed":
+            raise Told(gettext("Only a filed case can be published for claiming; file it "
+                               "first"), field="publish")
+        note = (form.get("note") or "").strip()
+        if len(note) > 4000:
+            raise Told(gettext("The note may have at most %(num)d characters", num=4000),
+                       field="note")
+        case = h.set_needs(user, case_id, {"kind": kind, "publish": publish, "note": note})
+    except HemeiError as err:
+        if isinstance(err, Conflict):
+            current = h.store.get_case(case_id)
+        return _render_case(current, user, error=message(err), status=err.status,
+                            active="needs")
+    if case.needs_kind:
+        flash(gettext("On the needs list: %(kind)s, %(published)s.",
+                      kind=_needs_label(case.needs_kind),
+                      published=gettext("published for claiming") if case.published
+                      else gettext("not published")), "field-ok")
+    else:
+        flash(gettext("Taken off the needs list."), "field-ok")
+    return redirect(url_for("field.case", case_id=case.id))
+
+
+@bp.get("/cases/<int:case_id>/<any(move, add, extend, needs):action>")
+def back_to_case(case_id: int, action: str):
+    """A form that failed leaves the browser on its POST address; a reload or the
+    language switch there asks for it with GET: show the case (keeping ``?lang``)."""
+    web_user()
+    lang = request.args.get("lang")
+    return redirect(url_for("field.case", case_id=case_id, **({"lang": lang} if lang
+                                                               else {})))
 
 
 def _warning(text: str) -> str:
@@ -601,6 +909,8 @@ def patrol():
     status = 200
     if request.method == "POST":
         try:
+            # The service refuses a position outside the worker's grids (403), outside
+            # the street (422) or vaguer than 200 m (422); the page says why first.
             out = hemei().check_in(user, request.form.get("lon"), request.form.get("lat"),
                                    request.form.get("accuracy"))
         except HemeiError as err:
@@ -610,13 +920,13 @@ def patrol():
             name = hemei().locator.name("grid", out["grid_code"]) or out["grid_code"]
             flash(gettext("Checked in: %(grid)s, %(time)s", grid=name,
                           time=when(out["at"], "%H:%M")), "field-ok")
-            if user.role == "grid_worker" and out["grid_code"] not in user.grids:
-                flash(gettext("%(grid)s is not one of your grids", grid=name), "field-warn")
             return redirect(url_for("field.patrol"))
     return render_template("field/patrol.html", user=user, grids=_grid_rows(user),
                            error=error, when=when, form=request.form,
-                           map_cfg=map_config(myGrids=user.grids,
-                                              locateUrl=url_for("api.locate"))), status
+                           map_cfg=map_config(
+                               myGrids=user.grids, locateUrl=url_for("api.locate"),
+                               onlyMine=user.role == "grid_worker",
+                               maxAccuracy=CHECK_IN_ACCURACY_M)), status
 
 
 # -- needs list ------------------------------------------------------------------------

@@ -279,3 +279,105 @@ def test_a_report_offers_the_photo_location_and_the_duplicate_nearby(page_factor
     assert (new.lon, new.lat) == pytest.approx(taken, abs=1e-6)
     assert new.source == "patrol" and new.grid_code == grid
     assert watch.errors == [] and watch.external == [] and watch.failed == []
+
+
+# -- the tester's defects: double taps, patrol refusals said before the tap, vague GPS ---
+
+def test_a_double_tap_on_a_move_sends_it_once(page_factory, live_server, api):
+    """Two taps before the answer arrives: the script lets one submission through (and
+    the buttons come back when the page is shown again from history)."""
+    base, app = live_server
+    lon, lat = grid_point(app, api.people["grids"]["gw"][0])
+    case = api("admin", "POST", "/api/v1/issues", json={
+        "category": "road_damage", "lon": lon, "lat": lat, "description": "双击立案"})
+    page, watch = phone(page_factory, lon, lat)
+    log_in(page, base, "gw", f"/m/cases/{case['id']}")
+    posts = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    with page.expect_navigation():
+        page.evaluate("""() => { const b = document.querySelector('#form-filed button');
+                                 b.click(); b.click(); }""")
+    assert [u for u in posts if u.endswith("/move")] == [f"{base}/m/cases/{case['id']}/move"]
+    assert page.locator("#case-status").get_attribute("data-status") == "filed"
+    # A page shown again from the back-forward cache gets its buttons back.
+    page.evaluate("""() => { const f = document.querySelector('form.m-form');
+        f.requestSubmit = null; f.setAttribute('data-submitting', '1');
+        const b = f.querySelector('button[type=submit]');
+        b.disabled = true; b.setAttribute('data-busy', '1');
+        window.dispatchEvent(new PageTransitionEvent('pageshow', {persisted: true})); }""")
+    assert page.locator("form.m-form[data-submitting]").count() == 0
+    assert page.locator("form.m-form button[type=submit]").first.is_enabled()
+    assert watch.errors == [] and watch.external == []
+
+
+def test_the_report_anyway_button_still_says_so_when_tapped_twice(page_factory, live_server,
+                                                                 api):
+    """The submit buttons are disabled only after the form is collected: the tapped
+    button's name=value (confirm_new) still travels, once."""
+    base, app = live_server
+    lon, lat = grid_point(app, api.people["grids"]["gw"][3])
+    api("admin", "POST", "/api/v1/issues", json={
+        "category": "street_light", "lon": lon, "lat": lat, "description": "路灯不亮"})
+    page, watch = phone(page_factory, lon, lat)
+    log_in(page, base, "gw", "/m/report")
+    page.wait_for_selector("#report-map[data-located=gps]")
+    page.select_option("#category", "street_light")
+    page.fill("#description", "路灯又不亮了")
+    page.locator("#submit-report").tap()
+    page.wait_for_selector("#duplicates:not([hidden])")
+    hemei = app.extensions["hemei"]
+    before = hemei.store.list_cases(limit=1)[1]
+    posts = []
+    page.on("request", lambda r: posts.append(r.post_data or "") if r.method == "POST"
+            else None)
+    with page.expect_navigation():
+        page.evaluate("""() => { const b = document.getElementById('report-anyway');
+                                 b.click(); b.click(); }""")
+    assert len(posts) == 1 and "confirm_new" in posts[0]
+    assert hemei.store.list_cases(limit=1)[1] == before + 1
+    assert "已上报" in page.locator("#flash").inner_text()
+    assert watch.errors == [] and watch.external == []
+
+
+def test_patrol_says_why_it_cannot_check_in_before_the_tap(page_factory, live_server, api):
+    base, app = live_server
+    other = grid_point(app, api.people["grids"]["gw2"][0])
+    page, watch = phone(page_factory, *other)
+    log_in(page, base, "gw", "/m/patrol")
+    page.wait_for_selector("#check-in-why:not([hidden])")
+    name = app.extensions["hemei"].locator.name("grid", api.people["grids"]["gw2"][0])
+    assert page.locator("#check-in").is_disabled()
+    assert page.locator("#check-in-why").inner_text() == f"无法签到：{name}不是您负责的网格"
+    # Outside the street.
+    page.context.set_geolocation({"longitude": 111.30, "latitude": 24.10, "accuracy": 10})
+    page.locator("#locate-me").tap()
+    page.wait_for_function("document.getElementById('check-in-why').textContent"
+                           ".includes('不在本街道')")
+    assert page.locator("#check-in").is_disabled()
+    # In one's own grid but located to ±3000 m.
+    mine = grid_point(app, api.people["grids"]["gw"][0])
+    page.context.set_geolocation({"longitude": mine[0], "latitude": mine[1],
+                                  "accuracy": 3000})
+    page.locator("#locate-me").tap()
+    page.wait_for_function("document.getElementById('check-in-why').textContent"
+                           ".includes('3000')")
+    assert page.locator("#check-in").is_disabled()
+    assert "200 米以内" in page.locator("#check-in-why").inner_text()
+    # A good fix there: allowed again.
+    page.context.set_geolocation({"longitude": mine[0], "latitude": mine[1],
+                                  "accuracy": 15})
+    page.locator("#locate-me").tap()
+    page.wait_for_selector("#check-in:not([disabled])")
+    assert page.locator("#check-in-why").is_hidden()
+    assert watch.errors == [] and watch.external == []
+
+
+def test_the_report_page_warns_about_a_vague_position(page_factory, live_server, api):
+    base, app = live_server
+    lon, lat = grid_point(app, api.people["grids"]["gw"][1])
+    page, watch = phone(page_factory, lon, lat, accuracy=300)
+    log_in(page, base, "gw", "/m/report")
+    page.wait_for_selector("#loc-status[data-poor='1']")
+    assert "约 300 米" in page.locator("#loc-status").inner_text()
+    assert "拖到问题的准确位置" in page.locator("#loc-status").inner_text()
+    assert watch.errors == [] and watch.external == []

@@ -413,7 +413,10 @@ def test_a_bad_move_re_shows_the_form_with_what_was_typed(web, hemei, instance, 
     assert photo_files(instance) == files
     # Resolving needs evidence.
     r = _move(c, dispatched.id, {"to": "resolved"})
-    assert r.status_code == 400 and "evidence" in r.get_data(as_text=True)
+    html = r.get_data(as_text=True)
+    assert r.status_code == 400 and "请添加一张处置后的照片，或写明处置情况" in html
+    shown = html.split('id="form-errors"')[1].split("</div>")[0]
+    assert "照片" in shown and "照片无法使用" not in shown  # no photo was at fault
     # A stale version (someone acted meanwhile) is a 409, not a lost update.
     page = c.get(f"/m/cases/{dispatched.id}").get_data(as_text=True)
     hemei.store.update_case(dispatched.id, actor="x", kind="comment", note="meanwhile")

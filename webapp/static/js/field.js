@@ -96,6 +96,78 @@
     return acc ? msg("accuracy", {num: Math.round(acc)}) : msg("accuracyUnknown");
   }
 
+  // ------------------------------------------------------------------ every form
+  var SUBMITS = "button[type=submit], button:not([type]), input[type=submit]";
+
+  /** Mark `form` as on its way: a second tap over a slow connection must not send it
+   *  again (the server also refuses the repeat, this spares the round trip). */
+  function busy(form) {
+    form.setAttribute("data-submitting", "1");
+    // Disabled only after the browser has collected the fields: a submit button disabled
+    // at once would drop its own name=value (confirm_new) from what is sent.
+    setTimeout(function () {
+      Array.prototype.forEach.call(form.querySelectorAll(SUBMITS), function (b) {
+        if (!b.disabled) { b.disabled = true; b.setAttribute("data-busy", "1"); }
+      });
+    }, 0);
+  }
+
+  /** Undo busy(): the page came back (history, bfcache) and may be sent again. */
+  function idle(form) {
+    form.removeAttribute("data-submitting");
+    Array.prototype.forEach.call(form.querySelectorAll("[data-busy]"), function (b) {
+      b.disabled = false; b.removeAttribute("data-busy");
+    });
+  }
+
+  function guardForms() {
+    // Capture phase, before the pages' own handlers: a question or a refusal stops it.
+    document.addEventListener("submit", function (e) {
+      var form = e.target, ask = form.getAttribute("data-confirm");
+      var files = form.querySelectorAll("input[type=file][data-max]");
+      for (var i = 0; i < files.length; i++) {
+        var max = +files[i].getAttribute("data-max");
+        if (files[i].files && files[i].files.length > max) {
+          e.preventDefault(); e.stopImmediatePropagation();
+          tooMany(files[i], max);
+          return;
+        }
+      }
+      if (ask && form.getAttribute("data-submitting") !== "1" && !window.confirm(ask)) {
+        e.preventDefault(); e.stopImmediatePropagation();
+      }
+    }, true);
+    // Bubble phase, after them: only a submission that really goes is marked.
+    document.addEventListener("submit", function (e) {
+      var form = e.target;
+      if (e.defaultPrevented) return;
+      if (form.getAttribute("data-submitting") === "1") { e.preventDefault(); return; }
+      busy(form);
+    });
+    window.addEventListener("pageshow", function () {
+      Array.prototype.forEach.call(document.querySelectorAll("form"), idle);
+    });
+    document.addEventListener("change", function (e) {
+      var t = e.target, max = t && t.getAttribute && t.getAttribute("data-max");
+      if (max && t.files) tooMany(t, +max);
+    });
+  }
+
+  /** Say (next to the file input) that more than `max` photos were chosen. */
+  function tooMany(input, max) {
+    var id = input.id + "-count", note = $(id);
+    var over = input.files && input.files.length > max;
+    if (!note) {
+      if (!over) return;
+      note = el("p", "error-message m-warn");
+      note.id = id; note.setAttribute("role", "alert");
+      input.parentNode.insertBefore(note, input.nextSibling);
+    }
+    note.textContent = over ? msg("tooManyPhotos", {num: max, chosen: input.files.length}) : "";
+    note.hidden = !over;
+    if (over) note.scrollIntoView({block: "center"});
+  }
+
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -133,15 +205,26 @@
         circle = L.circle(ll, {radius: accuracy, weight: 1, color: "#1565c0",
                                fillOpacity: 0.1, interactive: false}).addTo(map);
       }
-      if (how === "gps") {
+      var poor = how === "gps" && accuracy && accuracy > (cfg.poorM || 100);
+      status.classList.toggle("m-warn", !!poor);
+      status.classList.remove("error-message");
+      if (poor) {
+        // A position this vague may be a street away: ask for the marker to be placed.
+        status.textContent = msg("poorAccuracy", {num: Math.round(accuracy)});
+        status.setAttribute("data-poor", "1");
+        map.setView(ll, 16, {animate: false});
+      } else if (how === "gps") {
+        status.removeAttribute("data-poor");
         status.textContent = msg("locatedDrag", {accuracy: accuracyText(accuracy)});
         map.setView(ll, accuracy && accuracy > 150 ? 16 : 18, {animate: false});
       } else if (how === "photo") {
+        status.removeAttribute("data-poor");
         status.textContent = msg("photoPlaced");
         map.setView(ll, 18, {animate: false});
       } else if (how === "kept") {
         status.textContent = msg("keptPlace");
       } else {
+        status.removeAttribute("data-poor");
         status.textContent = msg("tapped");
       }
       mapEl.setAttribute("data-located", how);
@@ -187,12 +270,15 @@
               if (!res[0]) {
                 photoStatus.textContent = msg("photoUnusable",
                                               {reason: (j.error && j.error.message) || ""});
+              } else if (j.lon !== null && j.lon !== undefined && !j.inside) {
+                // Offering a place the case cannot be reported at would only earn a 422.
+                photoStatus.textContent = msg("photoOutside");
               } else if (j.lon !== null && j.lon !== undefined) {
                 photoPos = [j.lon, j.lat];
                 photoBtn.hidden = false;
                 var d = lon.value ? Math.round(distance(j.lon, j.lat, +lon.value, +lat.value)) : null;
                 photoBtn.textContent = d !== null ? msg("usePhotoDistance", {num: d}) : msg("usePhoto");
-                photoStatus.textContent = msg(j.inside ? "photoHasPlace" : "photoOutside");
+                photoStatus.textContent = msg("photoHasPlace");
               }
             });
         }).catch(function () { photoStatus.textContent = msg("photoUnreadable"); });
@@ -209,6 +295,7 @@
         form.appendChild(h);
       }
       h.value = "1";
+      busy(form);  // form.submit() fires no submit event for guardForms to see
       form.submit();
     }
     form.addEventListener("submit", function (e) {
@@ -261,10 +348,12 @@
 
     var useLoc = $("use-my-location");
     if (useLoc) {
-      var myLon = $("my-lon"), myLat = $("my-lat"), st = $("my-loc-status"), me = null;
+      var myLon = $("my-lon"), myLat = $("my-lat"), myAcc = $("my-acc");
+      var st = $("my-loc-status"), me = null;
       var farM = cfg.farM || 100;
       var show = function (lo, la, a) {
         myLon.value = fixed(lo); myLat.value = fixed(la);
+        if (myAcc) myAcc.value = a ? String(Math.round(a)) : "";
         var d = Math.round(distance(lo, la, c[1], c[0]));
         st.textContent = msg(d > farM ? "farFromCase" : "nearCase",
                              {accuracy: accuracyText(a), num: d, far: farM});
@@ -279,7 +368,9 @@
         st.textContent = msg("locating");
         geolocate(show, function (error) { st.textContent = error; });
       });
-      if (myLon.value && myLat.value) show(+myLon.value, +myLat.value, null);
+      if (myLon.value && myLat.value) {
+        show(+myLon.value, +myLat.value, myAcc && myAcc.value ? +myAcc.value : null);
+      }
     }
 
     var details = $("line-details");
@@ -333,11 +424,23 @@
   function patrolPage(form) {
     var mapEl = $("patrol-map"), cfg = config(mapEl), map = makeMap(mapEl, cfg);
     var lon = $("lon"), lat = $("lat"), acc = $("accuracy"), st = $("loc-status");
-    var btn = $("check-in"), me = null, dot = null;
+    var btn = $("check-in"), why = $("check-in-why"), me = null, dot = null;
+    var mine = {};
+    (cfg.myGrids || []).forEach(function (code) { mine[code] = true; });
+    // The button only when a check-in here can succeed; otherwise say why (the server
+    // refuses the same cases: outside the street, not one's grid, too vague a fix).
+    var allow = function (ok, reason) {
+      btn.disabled = !ok;
+      why.textContent = ok ? "" : (reason || "");
+      why.hidden = ok || !reason;
+      btn.setAttribute("data-why", ok ? "" : (reason ? reason : "wait"));
+    };
     var show = function (lo, la, a) {
       lon.value = fixed(lo); lat.value = fixed(la); acc.value = a ? a.toFixed(1) : "";
       st.textContent = msg("located", {accuracy: accuracyText(a)});
-      btn.disabled = false;
+      var vague = a && cfg.maxAccuracy && a > cfg.maxAccuracy;
+      if (vague) allow(false, msg("tooInaccurate", {num: Math.round(a), limit: cfg.maxAccuracy}));
+      else allow(!cfg.locateUrl, "");  // with a grid look-up to come, wait for it
       if (me) map.removeLayer(me);
       if (dot) map.removeLayer(dot);
       me = L.circle([la, lo], {radius: Math.max(a || 10, 5), color: "#1565c0",
@@ -350,16 +453,21 @@
         fetch(cfg.locateUrl + "?lon=" + lon.value + "&lat=" + lat.value, {credentials: "same-origin"})
           .then(function (r) { return r.ok ? r.json() : null; })
           .then(function (j) {
-            var g = j && j.inside && j.chain && j.chain.grid;
+            if (!j) { if (!vague) allow(true); return; }
+            var g = j.inside && j.chain && j.chain.grid;
             st.textContent = g ? msg("inGrid", {accuracy: accuracyText(a), grid: g.name})
               : msg("outsideStreet", {accuracy: accuracyText(a)});
             if (g) st.setAttribute("data-grid", g.code);
-          }).catch(function () { /* the check-in still works */ });
+            if (vague) return;
+            if (!g) allow(false, msg("cannotOutside"));
+            else if (cfg.onlyMine && !mine[g.code]) allow(false, msg("cannotNotMine", {grid: g.name}));
+            else allow(true);
+          }).catch(function () { if (!vague) allow(true); /* the server still checks */ });
       }
     };
     var locateNow = function () {
       st.textContent = msg("locating");
-      btn.disabled = true;
+      allow(false, "");
       geolocate(show, function (error) { st.textContent = error; });
     };
     $("locate-me").addEventListener("click", locateNow);
@@ -370,6 +478,7 @@
   }
 
   function start() {
+    guardForms();
     var f = document.querySelector("form[data-field-page=report]");
     if (f) reportPage(f);
     var m = document.querySelector("[data-field-page=case]");
