@@ -173,3 +173,11 @@ def test_error_pages_speak_the_pages_language(public_client):
     assert r.status_code == 400
     html = r.get_data(as_text=True)
     assert "表单已过期" in html and "CSRF" not in html
+
+
+def test_a_session_expired_page_links_to_the_login(public_client):
+    """A phone whose session ran out sends its form: the 401 page offers the login."""
+    r = public_client.post("/m/report", data={"description": "x"})
+    assert r.status_code == 401
+    html = r.get_data(as_text=True)
+    assert 'href="/login' in html and "登录" in html
