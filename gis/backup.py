@@ -7,13 +7,23 @@ to a temporary file next to ``OUT``, switched to a single-file journal, checked 
 ``PRAGMA integrity_check`` and only then renamed to ``OUT``. Restoring copies the backup
 into the target through the same API (the target's pages are replaced as a whole).
 
-PostgreSQL + PostGIS: ``pg_dump --format=custom`` (a consistent snapshot too) and
-``pg_restore --clean --if-exists --no-owner --single-transaction`` (all or nothing).
-Both programs must be on ``PATH``, in a version not older than the server's.
+PostgreSQL + PostGIS: ``pg_dump --format=custom`` run on a snapshot exported from a
+REPEATABLE READ transaction that stays open until the dump is written, and in which the
+rows per table the command reports are counted: the counts are the dump's, whatever is
+written meanwhile. A restore turns the dump into SQL (``pg_restore --clean --if-exists
+--no-owner --file=-``) and runs it through ``psql`` in one transaction (all or nothing)
+together with the data-version step below. ``pg_dump``, ``pg_restore`` and ``psql`` must
+be on ``PATH``, in a version not older than the server's.
 
 A restore refuses a target that holds data (any row outside the ``meta`` table) unless
-``force=True``. Stop the app (or restart it afterwards) when restoring: its caches key on
-the data version, which the restore puts back to the backup's.
+``force=True``. It may run under a live server: the server's caches (pages, coverage,
+API ETags) are keyed on the data version, so the restore leaves it strictly above both
+the target's version before the restore and the backup's (``max(before, backup) + 1``),
+set before the restored rows become visible (SQLite: in a copy of the backup that then
+replaces the target, with the app's writers held at their write lock; PostgreSQL: in the
+restore's transaction, with the tables locked first). Had it been put back to the
+backup's value, new writes would reach numbers the caches had already seen with other
+data, and they would serve the figures of the rows restored away.
 
 Only the database is backed up. Photos are files in ``<instance>/photos`` (and the
 instance's secret key is a file too): back the instance folder up with the usual file
@@ -175,6 +185,35 @@ def row_counts(url: str) -> dict[str, int]:
     return {t: n for t, (n, _) in table_checksums(url).items()}
 
 
+def count_rows(conn) -> dict[str, int]:
+    """Rows per table of the schema the connected database has, counted in the caller's
+    transaction (``count(*)``: cheaper than :func:`checksums`, same tables)."""
+    have = set(sa.inspect(conn).get_table_names())
+    return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+            for t in _tables() if t.name in have}
+
+
+#: The data version: the main ``meta`` row plus the PostGIS report slots (see
+#: ``gis.storage._DATA_VERSION_SUM``), as plain SQL that SQLite and PostgreSQL both run.
+_VERSION_KEYS = "key = 'data_version' OR key LIKE 'data_version.%'"
+_VERSION_SUM = f"SELECT COALESCE(SUM(CAST(value AS BIGINT)), 0) FROM meta WHERE {_VERSION_KEYS}"
+
+
+def data_version(url: str) -> int:
+    """The data version of the database ``url`` names (0 when it has none): what the
+    server's caches are keyed on."""
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("meta"):
+                return 0
+            return int(conn.execute(sa.text(_VERSION_SUM)).scalar() or 0)
+    except sa.exc.DBAPIError as err:
+        raise BackupError(f"cannot read {_safe(url)}: {_first_line(err.orig)}") from err
+    finally:
+        engine.dispose()
+
+
 def _safe(url: str) -> str:
     return sa.make_url(url).render_as_string(hide_password=True)
 
@@ -237,7 +276,7 @@ def _integrity(conn: sqlite3.Connection, what: str) -> None:
 
 def backup(url: str, out_path: str | os.PathLike) -> dict[str, int]:
     """Back up the database ``url`` names to ``out_path``; returns rows per table of the
-    copy (SQLite) or of the database (PostgreSQL)."""
+    copy (SQLite) or of the snapshot the dump was taken from (PostgreSQL)."""
     out = Path(out_path)
     if out.is_dir():
         raise BackupError(f"{out} is a folder; name the backup file")
@@ -293,15 +332,29 @@ def _run(args: list[str], env: dict[str, str], what: str) -> subprocess.Complete
 
 
 def _backup_pg(url: str, out: Path) -> dict[str, int]:
+    """``pg_dump`` on a snapshot this function exports and counts the rows in. Counted
+    after the dump from the live database, the report named rows the dump did not hold
+    (990 cases printed, 930 in the dump, with three writers busy)."""
     pg_dump = _tool("pg_dump")
     libpq, env = _libpq(url)
+    engine = _engine(url)  # REPEATABLE READ: one snapshot for the whole transaction
     try:
-        with _temp_beside(out, ".part") as tmp:
-            _run([pg_dump, "--format=custom", "--file", str(tmp), "--dbname", libpq], env,
-                 "pg_dump")
+        with engine.connect() as conn, conn.begin():
+            # The first statement fixes the transaction's snapshot; exported, pg_dump
+            # reads the same one. It stays valid while this transaction is open, so the
+            # transaction ends only after pg_dump has finished.
+            snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+            rows = count_rows(conn)
+            with _temp_beside(out, ".part") as tmp:
+                _run([pg_dump, "--format=custom", f"--snapshot={snapshot}", "--file",
+                      str(tmp), "--dbname", libpq], env, "pg_dump")
+    except sa.exc.DBAPIError as err:
+        raise BackupError(f"cannot read {_safe(url)}: {_first_line(err.orig)}") from err
     except OSError as err:
         raise BackupError(f"cannot write {out}: {err.strerror or err}") from err
-    return row_counts(url)
+    finally:
+        engine.dispose()
+    return rows
 
 
 # -- restore ---------------------------------------------------------------------------------
@@ -322,9 +375,7 @@ def restore(url: str, in_path: str | os.PathLike, *, force: bool = False) -> dic
     if backend == "sqlite":
         _restore_sqlite(src, _sqlite_path(url))
     else:
-        libpq, env = _libpq(url)
-        _run([_tool("pg_restore"), "--clean", "--if-exists", "--no-owner",
-              "--single-transaction", "--dbname", libpq, str(src)], env, "pg_restore")
+        _restore_pg(url, src)
     from gis.storage import announce_accounts_changed
 
     announce_accounts_changed(url)  # users and tokens may differ now
@@ -353,20 +404,188 @@ def _check_pg_backup(src: Path) -> None:
     _run([_tool("pg_restore"), "--list", str(src)], libpq_env, f"reading {src}")
 
 
+@contextmanager
+def _sqlite_writers_held(target: Path):
+    """Hold the write lock the app's writers queue on (``<database>.writelock``, see
+    ``gis.storage.SqliteCaseStore``), so no write through Hemei lands between reading the
+    target's data version and replacing the target. (flock is per open file: this holds
+    off the app's writers in this process too.)"""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): the app does not take it either
+        yield
+        return
+    fd = os.open(f"{target}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _sqlite_version(conn: sqlite3.Connection) -> int:
+    """The data version of an open SQLite database; 0 if it has no ``meta`` table."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+                    ).fetchone() is None:
+        return 0
+    return int(conn.execute(_VERSION_SUM).fetchone()[0] or 0)
+
+
 def _restore_sqlite(src: Path, target: Path) -> None:
+    """Copy the backup into a private temporary file beside the target, move its data
+    version past the target's and the backup's there, then copy that into the target
+    (SQLite's backup API replaces the target's pages as a whole), holding the app's
+    writers off from the first read to the replacement."""
+    from gis.storage import create_private_file
+
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        s = sqlite3.connect(f"{src.resolve().as_uri()}?mode=ro", uri=True)
-        from gis.storage import create_private_file
-
-        create_private_file(target)  # as the database it replaces: owner only
-        d = sqlite3.connect(target, timeout=30)
-        try:
-            d.execute("PRAGMA busy_timeout=30000")
-            s.backup(d, pages=-1)
-            _integrity(d, f"the restored database {target}")
-        finally:
-            d.close()
-            s.close()
+        with _sqlite_writers_held(target):
+            before = 0
+            if target.exists() and target.stat().st_size > 0:
+                t = sqlite3.connect(f"{target.resolve().as_uri()}?mode=ro", uri=True,
+                                    timeout=30)
+                try:
+                    before = _sqlite_version(t)
+                except sqlite3.DatabaseError:
+                    before = 0  # not a database (any more): nothing was cached from it
+                finally:
+                    t.close()
+            # mkstemp: readable by the owner only, as the database (it holds the same).
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".restore",
+                                        dir=target.parent)
+            os.close(fd)
+            staged = Path(name)
+            try:
+                s = sqlite3.connect(f"{src.resolve().as_uri()}?mode=ro", uri=True)
+                c = sqlite3.connect(staged)
+                try:
+                    s.backup(c, pages=-1)
+                    _set_version_sqlite(c, before)
+                finally:
+                    c.close()
+                    s.close()
+                c = sqlite3.connect(f"{staged.resolve().as_uri()}?mode=ro", uri=True)
+                create_private_file(target)  # as the database it replaces: owner only
+                d = sqlite3.connect(target, timeout=30)
+                try:
+                    d.execute("PRAGMA busy_timeout=30000")
+                    c.backup(d, pages=-1)
+                    _integrity(d, f"the restored database {target}")
+                finally:
+                    d.close()
+                    c.close()
+            finally:
+                with suppress(FileNotFoundError):
+                    staged.unlink()
     except sqlite3.Error as err:
         raise BackupError(f"restore into {target} failed: {err}") from err
+    except OSError as err:
+        raise BackupError(f"restore into {target} failed: {err.strerror or err}") from err
+
+
+def _set_version_sqlite(conn: sqlite3.Connection, before: int) -> None:
+    """Set the main data-version row of the (staged) restored database so the version
+    is ``max(before, the backup's) + 1``."""
+    restored = _sqlite_version(conn)
+    slots = int(conn.execute("SELECT COALESCE(SUM(CAST(value AS BIGINT)), 0) FROM meta "
+                             "WHERE key LIKE 'data_version.%'").fetchone()[0] or 0)
+    main = max(before, restored) + 1 - slots
+    with conn:
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('data_version', ?)",
+                     (str(main),))
+
+
+def _restore_pg(url: str, src: Path) -> None:
+    """``pg_restore`` the dump as SQL into ``psql``, in one transaction with the steps
+    around it: first lock the tables and note the target's data version; last set the
+    restored main data-version row so the version is ``max(before, backup) + 1``. If
+    pg_restore fails, psql is stopped before it reaches the end of its input, so its
+    transaction never commits (the target is unchanged)."""
+    libpq, env = _libpq(url)
+    pg_restore, psql = _tool("pg_restore"), _tool("psql")
+    # The app's tables in the order its writers lock them (parents first, meta last),
+    # locked before anything is read: a writer then either finished before or waits
+    # until the restore is over, and none can move the version after it was read.
+    names = [t.name for t in _tables() if t.name != "meta"] + ["meta", "alembic_version"]
+    array = ", ".join(f"'{n}'" for n in names)
+    before_sql = f"""DO $hemei$
+DECLARE t text; before bigint := 0;
+BEGIN
+  FOREACH t IN ARRAY ARRAY[{array}] LOOP
+    IF to_regclass('public.' || quote_ident(t)) IS NOT NULL THEN
+      EXECUTE 'LOCK TABLE public.' || quote_ident(t) || ' IN ACCESS EXCLUSIVE MODE';
+    END IF;
+  END LOOP;
+  IF to_regclass('public.meta') IS NOT NULL THEN
+    SELECT COALESCE(SUM(CAST(value AS bigint)), 0) INTO before FROM public.meta
+     WHERE {_VERSION_KEYS};
+  END IF;
+  PERFORM set_config('hemei.restore_before', before::text, true);
+END
+$hemei$;"""
+    after_sql = f"""INSERT INTO public.meta (key, value) SELECT 'data_version', '0'
+ WHERE NOT EXISTS (SELECT 1 FROM public.meta WHERE key = 'data_version');
+UPDATE public.meta SET value = CAST(
+  GREATEST(CAST(current_setting('hemei.restore_before') AS bigint), v.total) + 1 - v.slots
+  AS text)
+FROM (SELECT
+  COALESCE(SUM(CASE WHEN {_VERSION_KEYS} THEN CAST(value AS bigint) END), 0) AS total,
+  COALESCE(SUM(CASE WHEN key LIKE 'data_version.%' THEN CAST(value AS bigint) END), 0)
+    AS slots
+  FROM public.meta) AS v
+WHERE public.meta.key = 'data_version';"""
+    with tempfile.TemporaryFile("w+") as err_restore, \
+            tempfile.TemporaryFile("w+") as err_psql:
+        try:
+            dump = subprocess.Popen(
+                [pg_restore, "--clean", "--if-exists", "--no-owner", "--file=-", str(src)],
+                env=env, stdout=subprocess.PIPE, stderr=err_restore)
+            # -1 wraps every -c/-f in one BEGIN … COMMIT; the COMMIT comes only after
+            # stdin ends and the last -c has run.
+            run = subprocess.Popen(
+                [psql, "--no-psqlrc", "--quiet", "--single-transaction",
+                 "--set", "ON_ERROR_STOP=1", "--command", before_sql, "--file", "-",
+                 "--command", after_sql, "--dbname", libpq],
+                env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                stderr=err_psql)
+        except OSError as err:
+            raise BackupError(f"pg_restore failed: {err}") from err
+        ok = _pump(dump.stdout, run.stdin)
+        dump_rc = dump.wait()
+        if ok and dump_rc == 0:
+            with suppress(BrokenPipeError):
+                run.stdin.close()  # end of input: psql runs the last step and COMMITs
+        else:
+            run.kill()  # before its COMMIT: the server rolls the transaction back
+            with suppress(BrokenPipeError):
+                run.stdin.close()
+        psql_rc = run.wait()
+        # psql stopping early (an error, ON_ERROR_STOP) breaks pg_restore's pipe too:
+        # then psql's error is the one that says what went wrong.
+        if ok and dump_rc != 0:
+            raise BackupError(f"pg_restore failed: {_tail(err_restore, dump_rc)}")
+        if psql_rc != 0 or not ok:
+            raise BackupError(f"pg_restore failed (nothing was changed): "
+                              f"{_tail(err_psql, psql_rc)}")
+
+
+def _pump(src, dst) -> bool:
+    """Copy ``src`` to ``dst`` until ``src`` ends (True) or ``dst`` is closed (False)."""
+    try:
+        while chunk := src.read(1 << 16):
+            dst.write(chunk)
+        dst.flush()
+        return True
+    except BrokenPipeError:
+        return False
+    finally:
+        src.close()
+
+
+def _tail(fh, rc: int) -> str:
+    """The first error lines a tool wrote to ``fh`` (a temporary file), or its status."""
+    fh.seek(0)
+    lines = [line.strip() for line in fh.read().splitlines() if line.strip()]
+    errors = [line for line in lines if "ERROR" in line or "error" in line] or lines
+    return "; ".join(errors[:5]) or f"exit status {rc}"

@@ -98,13 +98,18 @@ def check_current(conn) -> None:
 
 def upgrade_sql(url: str, revision: str = "head", start: str | None = None,
                 legacy: bool = False) -> str:
-    """The SQL an upgrade would run (Alembic's offline mode), for a DBA to review. With
-    ``legacy`` (a release-0.1 database, see :func:`is_legacy`) it starts by creating the
-    version table stamped ``LEGACY_REVISION``, as :func:`upgrade` does online."""
+    """The SQL an upgrade would run (Alembic's offline mode), for a DBA to review and
+    run: one transaction (one BEGIN, one COMMIT), as :func:`upgrade` online. With
+    ``legacy`` (a release-0.1 database, see :func:`is_legacy`) it starts, inside that
+    transaction, by creating the version table stamped ``LEGACY_REVISION``. (The stamp
+    used to be a command of its own, which on PostgreSQL printed a transaction of its
+    own: committed before the upgrade, it stayed when the upgrade failed.)"""
     buf = io.StringIO()
+    cfg = alembic_config(url=url)
+    if legacy:
+        cfg.attributes["stamp_first"] = LEGACY_REVISION  # see gis/migrations/env.py
+        start = LEGACY_REVISION
     target = f"{start}:{revision}" if start else revision
     with redirect_stdout(buf):
-        if legacy:
-            command.stamp(alembic_config(url=url), LEGACY_REVISION, sql=True)
-        command.upgrade(alembic_config(url=url), target, sql=True)
+        command.upgrade(cfg, target, sql=True)
     return buf.getvalue()

@@ -60,9 +60,15 @@ def create_app(test_config: dict | None = None) -> Flask:
     """Create the app. ``test_config`` overrides settings by name (``INSTANCE``,
     ``DATABASE_URL``, ``TILES`` …) and Flask config keys (``TESTING``)."""
     overrides = {k: v for k, v in (test_config or {}).items() if k.isupper()}
-    settings = read_settings(**overrides)
+    settings = read_settings(**overrides)  # checks every value (SettingsError)
     instance = Path(str(settings["INSTANCE"]))
-    instance.mkdir(parents=True, exist_ok=True)
+    try:
+        instance.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        # A folder that cannot be made (HEMEI_INSTANCE=/proc/x, a read-only parent) is a
+        # settings problem: say which setting, not a traceback.
+        raise SettingsError(f"HEMEI_INSTANCE: cannot create the instance folder {instance}"
+                            f": {err.strerror or err}", field="INSTANCE") from None
     app = Flask(__name__, instance_path=str(instance), instance_relative_config=True)
     app.config.update(
         SECRET_KEY=settings["SECRET_KEY"] or _secret_key(instance),

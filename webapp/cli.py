@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from gis.errors import HemeiError
 from gis.layers import LEVELS
-from gis.settings import read_settings
+from gis.settings import mask_url, read_settings
 
 
 def _service():
@@ -25,9 +25,83 @@ def _fail(err: HemeiError) -> None:
     sys.exit(2)
 
 
-@click.group(help="和美网格 Hemei Grid: community grid management.")
+def _first_line(err: BaseException) -> str:
+    """The first non-empty line of an error's text (drivers add hints on more lines)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _database_error(err: sa.exc.DBAPIError, url: str | None) -> str:
+    """What an operator reads for a database error that reached the command's entry:
+    where (the URL, password masked) and the driver's reason, in one line."""
+    where = f" at {mask_url(url)}" if url else ""
+    reason = _first_line(err.orig if err.orig is not None else err)
+    if url and url.startswith("sqlite"):
+        # SQLite's errors here are about the file: "unable to open database file",
+        # "attempt to write a readonly database".
+        return (f"the database{where} failed: {reason} (check that the file and its "
+                "folder exist and are writable by this user; HEMEI_INSTANCE, "
+                "HEMEI_DATABASE_URL)")
+    if err.statement is None:  # raised while connecting: no statement ran
+        return (f"cannot connect to the database{where}: {reason} (check "
+                f"{'--from and --to' if url is None else 'HEMEI_DATABASE_URL'}: host, "
+                "port, user, password, database name; that the server is running)")
+    return f"the database{where} failed: {reason}"
+
+
+def _os_error(err: OSError, instance: str | None) -> str:
+    """An OS error (a folder that cannot be made, a file that cannot be written) in one
+    line, pointing at HEMEI_INSTANCE when the path is the instance folder, in it, or one
+    of the folders above it that would have to be made."""
+    import os
+    from pathlib import Path
+
+    msg = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+    if instance and err.filename:
+        path = Path(os.path.abspath(os.fsdecode(err.filename)))
+        inst = Path(os.path.abspath(instance))
+        if path == inst or inst in path.parents or path in inst.parents:
+            msg += (f" (check HEMEI_INSTANCE={instance}: it must be a folder this user "
+                    "can create and write)")
+    return msg
+
+
+class _Main(click.Group):
+    """The ``hemei`` group: errors no command turned into a message — the database not
+    reachable or refusing the login, an instance folder that cannot be made or written —
+    become one ``error:`` line and exit status 2 here, once for every command, instead
+    of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HemeiError as err:
+            _fail(err)
+        except sa.exc.DBAPIError as err:
+            url = None if ctx.invoked_subcommand == "migrate-store" else _setting(
+                "DATABASE_URL")
+            click.echo(f"error: {_database_error(err, url)}", err=True)
+            sys.exit(2)
+        except BrokenPipeError:
+            raise  # `hemei … | head`: click ends quietly
+        except OSError as err:
+            click.echo(f"error: {_os_error(err, _setting('INSTANCE'))}", err=True)
+            sys.exit(2)
+
+
+def _setting(name: str) -> str | None:
+    """A setting's value for an error message (None if the settings cannot be read)."""
+    try:
+        value = read_settings()[name]
+    except HemeiError:
+        return None
+    return None if value is None else str(value)
+
+
+@click.group(cls=_Main, help="和美网格 Hemei Grid: community grid management.")
 def main() -> None:
-    # Every command reads the settings: a broken config file is one clean error here.
+    # Every command reads the settings: a broken config file or a bad value (checked in
+    # gis.settings) is one clean error here, before any command runs.
     try:
         read_settings()
     except HemeiError as err:
@@ -43,7 +117,7 @@ def init() -> None:
     except HemeiError as err:
         _fail(err)
     state = "initialised" if did else "already initialised"
-    click.echo(f"{state}: {h.settings['DATABASE_URL']}")
+    click.echo(f"{state}: {mask_url(str(h.settings['DATABASE_URL']))}")  # no password
 
 
 @main.command()
@@ -80,7 +154,7 @@ def serve(host: str, port: int, debug: bool, production: bool, workers: int | No
         _serve_gunicorn(app, host, port, workers or min(2 * (os.cpu_count() or 1) + 1, 8))
         return
     click.echo(f"Hemei Grid on http://{host}:{port}/  (database: "
-               f"{app.config['HEMEI']['DATABASE_URL']})")
+               f"{mask_url(str(app.config['HEMEI']['DATABASE_URL']))})")
     app.run(host=host, port=port, debug=debug, threaded=True)
 
 
@@ -107,7 +181,8 @@ def _serve_gunicorn(app, host: str, port: int, workers: int) -> None:
             return app
 
     click.echo(f"Hemei Grid (gunicorn, {workers} workers) on http://{host}:{port}/  "
-               f"(database: {app.config['HEMEI']['DATABASE_URL']})", err=True)
+               f"(database: {mask_url(str(app.config['HEMEI']['DATABASE_URL']))})",
+               err=True)
     HemeiGunicorn().run()
 
 
@@ -642,7 +717,9 @@ def backup_cmd(out: str) -> None:
 @click.argument("in_path", metavar="IN", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite a database that holds data.")
 def restore_cmd(in_path: str, force: bool) -> None:
-    """Restore the database from the backup IN (stop the app first, or restart it after)."""
+    """Restore the database from the backup IN. A running server shows the restored data
+    at once: its caches are keyed on the data version, which the restore moves past every
+    value they have seen. Restart it if boundary layers were imported after the backup."""
     from gis.backup import restore
 
     url = str(read_settings()["DATABASE_URL"])
@@ -678,8 +755,7 @@ def _revision_of(url: str) -> str | None:
         with engine.connect() as conn:
             return schema.current(conn)
     except sa.exc.DBAPIError as err:
-        click.echo(f"error: cannot read the database: {str(err.orig).splitlines()[0]}",
-                   err=True)
+        click.echo(f"error: {_database_error(err, url)}", err=True)
         sys.exit(2)
     finally:
         engine.dispose()

@@ -1,6 +1,8 @@
 """Backups: an online SQLite backup while the app writes, a restore into a fresh instance,
-and every table compared (row counts and checksums); the ``hemei backup``/``restore``
-commands; a PostGIS round trip through pg_dump/pg_restore when a server is available."""
+and every table compared (row counts and checksums; ``meta`` holds the data version, which
+a restore moves past the target's and the backup's, so it is compared on its own); the
+``hemei backup``/``restore`` commands; a PostGIS round trip through pg_dump/pg_restore when
+a server is available, its counts taken from the dump's snapshot while others write."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from gis import pg
-from gis.backup import BackupError, backup, restore, table_checksums
+from gis.backup import BackupError, backup, data_version, restore, table_checksums
 from gis.cases import NewCase
 from gis.settings import read_settings
 from tests.conftest import INSIDE, PG_URL_ENV
@@ -58,6 +60,18 @@ def source(seeded, tmp_path) -> Path:
 
 def _url(inst: Path) -> str:
     return f"sqlite:///{inst / 'hemei.sqlite3'}"
+
+
+def _data(url: str) -> dict[str, tuple[int, str]]:
+    """Every table's row count and checksum but ``meta``'s (the data version, which a
+    restore moves on purpose) and ``meta``'s row count."""
+    sums = table_checksums(url)
+    meta = sums.pop("meta")
+    return {**sums, "meta rows": meta[0]}
+
+
+def _restored_counts(url: str) -> dict[str, int]:
+    return {t: n for t, (n, _) in table_checksums(url).items()}
 
 
 def test_checksums_cover_every_table(source):
@@ -117,11 +131,12 @@ def test_online_backup_while_writing_then_restore_matches_every_table(source, tm
     backup(_url(source), quiet)
     fresh = tmp_path / "fresh"
     restored = restore(_url(fresh), quiet)
-    want = table_checksums(_url(source))
-    assert table_checksums(f"sqlite:///{quiet}") == want
-    got = table_checksums(_url(fresh))
-    assert got == want
-    assert restored == {t: n for t, (n, _) in want.items()}
+    assert table_checksums(f"sqlite:///{quiet}") == table_checksums(_url(source))
+    want = _data(_url(source))
+    assert _data(_url(fresh)) == want
+    assert restored == _restored_counts(_url(source))
+    assert data_version(_url(fresh)) == data_version(f"sqlite:///{quiet}") + 1
+    assert not list(fresh.glob(".hemei.sqlite3.*"))  # no staged copy left behind
     # And the restored instance works.
     h2 = Hemei(read_settings(env={}, INSTANCE=str(fresh)))
     try:
@@ -139,7 +154,7 @@ def test_restore_into_an_initialised_empty_schema_is_allowed(source, tmp_path):
     target = f"sqlite:///{tmp_path / 'empty' / 'hemei.sqlite3'}"
     open_store(target).dispose()  # the schema and the meta row, no data
     restore(target, out)
-    assert table_checksums(target) == table_checksums(_url(source))
+    assert _data(target) == _data(_url(source))
 
 
 def test_restore_refuses_a_non_empty_target_without_force(source, seeded, tmp_path):
@@ -159,7 +174,45 @@ def test_restore_refuses_a_non_empty_target_without_force(source, seeded, tmp_pa
         restore(_url(other), out)
     assert table_checksums(_url(other)) == changed  # untouched
     restore(_url(other), out, force=True)
-    assert table_checksums(_url(other)) == table_checksums(_url(source))
+    assert _data(_url(other)) == _data(_url(source))
+
+
+def test_a_restore_moves_the_data_version_past_the_targets_and_the_backups(source,
+                                                                          tmp_path):
+    """Caches are keyed on the data version: restored to the backup's, the next writes
+    would reach versions the server had already seen with other data. After a restore
+    it is above both what the target had and what the backup has, and writes go on
+    from there."""
+    from gis.service import Hemei
+
+    url = _url(source)
+    saved = tmp_path / "s.sqlite3"
+    backup(url, saved)
+    at_backup = data_version(url)
+    assert data_version(f"sqlite:///{saved}") == at_backup
+    h = Hemei(read_settings(env={}, INSTANCE=str(source)))
+    try:
+        chain = h.locator.locate(*INSIDE)
+        for i in range(2):
+            h.store.create_case(NewCase("street_light", INSIDE[0], INSIDE[1], "路灯不亮",
+                                        f"备份后 {i}"), chain, None)
+        before = h.store.data_version()
+        assert before == at_backup + 2
+        restore(url, saved, force=True)
+        after = h.store.data_version()  # the running store sees the restored file
+        assert after == max(before, at_backup) + 1
+        h.store.create_case(NewCase("street_light", INSIDE[0], INSIDE[1], "路灯不亮",
+                                    "恢复后"), chain, None)
+        assert h.store.data_version() == after + 1
+    finally:
+        h.store.dispose()
+    # A backup holding a higher version than the target: above the backup's.
+    from gis.storage import open_store
+
+    low = tmp_path / "low"
+    open_store(_url(low)).dispose()  # a new, empty database: version 1
+    restore(_url(low), saved, force=True)
+    assert data_version(_url(low)) == at_backup + 1
 
 
 def test_a_corrupt_or_foreign_backup_is_a_clean_error(source, tmp_path):
@@ -203,7 +256,7 @@ def test_backup_and_restore_commands(source, tmp_path):
     r = run(["restore", str(out)], fresh)
     assert r.returncode == 0, r.stderr
     assert "restored" in r.stderr
-    assert table_checksums(_url(fresh)) == table_checksums(_url(source))
+    assert _data(_url(fresh)) == _data(_url(source))
     again = run(["restore", str(out)], fresh)
     assert again.returncode != 0
     assert again.stderr.startswith("error:") and "--force" in again.stderr
@@ -219,8 +272,8 @@ def test_backup_and_restore_commands(source, tmp_path):
 @pytest.fixture
 def pg_pair():
     url = os.environ.get(PG_URL_ENV)
-    if not url or not shutil.which("pg_dump") or not shutil.which("pg_restore"):
-        pytest.skip(f"{PG_URL_ENV} is not set or pg_dump/pg_restore are not on PATH")
+    if not url or not all(shutil.which(t) for t in ("pg_dump", "pg_restore", "psql")):
+        pytest.skip(f"{PG_URL_ENV} is not set or pg_dump/pg_restore/psql are not on PATH")
     base = sa.make_url(url)
     prefix = f"hemei_backup_{os.getpid()}_{secrets.token_hex(3)}"
     urls = [base.set(database=f"{prefix}_{i}").render_as_string(hide_password=False)
@@ -245,15 +298,128 @@ def test_postgis_round_trip(pg_pair, tmp_path):
     counts = backup(src, out)
     assert counts["cases"] >= 400 and out.stat().st_size > 0
     restored = restore(dst, out)
-    want = table_checksums(src)
-    assert table_checksums(dst) == want
-    assert restored == {t: n for t, (n, _) in want.items()}
+    want = _data(src)
+    assert _data(dst) == want
+    assert restored == _restored_counts(src)
+    assert data_version(dst) == data_version(src) + 1
     with pytest.raises(BackupError, match="not empty"):
         restore(dst, out)
+    before = data_version(dst)
     restore(dst, out, force=True)
-    assert table_checksums(dst) == want
+    assert _data(dst) == want
+    assert data_version(dst) == before + 1  # above what the target had
     bad = tmp_path / "bad.dump"
     bad.write_bytes(b"PGDMP but not really")
     with pytest.raises(BackupError, match="failed"):
         restore(dst, bad, force=True)
-    assert table_checksums(dst) == want
+    assert _data(dst) == want
+
+
+def _pg_writes(url: str, inst: Path, n: int) -> int:
+    """Report ``n`` cases on the PostGIS store ``url``; returns its data version after."""
+    from gis.service import Hemei
+
+    h = Hemei(read_settings(env={}, INSTANCE=str(inst), DATABASE_URL=url))
+    try:
+        chain = h.locator.locate(*INSIDE)
+        for i in range(n):
+            h.store.create_case(NewCase("street_light", INSIDE[0], INSIDE[1], "路灯不亮",
+                                        f"写入 {i}"), chain, None)
+        return h.store.data_version()
+    finally:
+        h.store.dispose()
+
+
+def test_postgis_restore_moves_the_data_version_past_both(pg_pair, tmp_path):
+    """The target's version counts the report slots (data_version.N rows) too: after a
+    restore the sum is max(the target's before, the backup's) + 1."""
+    src, _ = pg_pair
+    _seed(tmp_path / "inst", src)
+    _pg_writes(src, tmp_path / "inst", 3)  # some slot rows in the backup
+    out = tmp_path / "s.dump"
+    backup(src, out)
+    at_backup = data_version(src)
+    before = _pg_writes(src, tmp_path / "inst", 2)
+    assert before == at_backup + 2
+    restore(src, out, force=True)
+    after = data_version(src)
+    assert after == before + 1
+    assert _pg_writes(src, tmp_path / "inst", 2) == after + 2  # never a version seen
+
+
+def test_postgis_backup_counts_are_the_dumps_while_others_write(pg_pair, tmp_path):
+    """The counts printed are taken in the snapshot pg_dump reads, not from the live
+    database afterwards: with a writer busy throughout, they equal what the dump
+    restores."""
+    from gis.service import Hemei
+
+    src, dst = pg_pair
+    _seed(tmp_path / "inst", src)
+    h = Hemei(read_settings(env={}, INSTANCE=str(tmp_path / "inst"), DATABASE_URL=src))
+    chain = h.locator.locate(*INSIDE)
+    stop = threading.Event()
+    written: list[int] = []
+    errors: list[BaseException] = []
+
+    def writer():
+        try:
+            while not stop.is_set():
+                c = h.store.create_case(NewCase("street_light", INSIDE[0], INSIDE[1],
+                                                "路灯不亮", f"并发 {len(written)}"), chain, None)
+                written.append(c.id)
+        except BaseException as err:  # noqa: BLE001  (reported below)
+            errors.append(err)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        while len(written) < 5:
+            time.sleep(0.01)
+        out = tmp_path / "busy.dump"
+        counts = backup(src, out)
+        n_after_backup = len(written)
+        while len(written) < n_after_backup + 5:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        t.join()
+        h.store.dispose()
+    assert not errors, errors
+    restored = restore(dst, out)
+    assert counts == restored
+    assert counts["cases"] < _restored_counts(src)["cases"]  # others wrote on meanwhile
+
+
+def test_postgis_a_restore_that_fails_half_way_changes_nothing(pg_pair, tmp_path):
+    """A dump whose table of contents reads but whose data is cut off: pg_restore fails
+    part-way through, and psql's transaction is abandoned before its COMMIT."""
+    src, dst = pg_pair
+    _seed(tmp_path / "inst", src)
+    out = tmp_path / "whole.dump"
+    backup(src, out)
+    restore(dst, out)
+    want, version = _data(dst), data_version(dst)
+    cut = tmp_path / "cut.dump"
+    cut.write_bytes(out.read_bytes()[: int(out.stat().st_size * 0.6)])
+    with pytest.raises(BackupError, match="pg_restore failed") as failed:
+        restore(dst, cut, force=True)
+    assert "nothing was changed" not in str(failed.value)  # pg_restore's own failure
+    assert _data(dst) == want and data_version(dst) == version
+
+
+def test_postgis_a_restore_the_server_refuses_half_way_changes_nothing(pg_pair, tmp_path):
+    """psql stops at the first error (here a view, made by hand, that depends on a
+    table the restore must drop): its error is reported, and nothing is changed."""
+    src, dst = pg_pair
+    _seed(tmp_path / "inst", src)
+    out = tmp_path / "whole.dump"
+    backup(src, out)
+    restore(dst, out)
+    engine = sa.create_engine(dst, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE VIEW open_cases AS SELECT id FROM cases")
+    engine.dispose()
+    want, version = _data(dst), data_version(dst)
+    with pytest.raises(BackupError, match="nothing was changed.*depend"):
+        restore(dst, out, force=True)
+    assert _data(dst) == want and data_version(dst) == version

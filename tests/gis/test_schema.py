@@ -178,6 +178,86 @@ def test_upgrade_sql_prints_the_ddl_and_runs_nothing(empty_url, tmp_path):
     assert _revision(empty_url) is None
 
 
+def _apply_script(url: str, script: str) -> str | None:
+    """Run an upgrade script as a DBA would (Python's sqlite3; ``psql -v ON_ERROR_STOP=1``,
+    which stops at the first error); returns the error, None when it ran through."""
+    import sqlite3
+
+    u = sa.make_url(url)
+    if u.get_backend_name() == "sqlite":
+        con = sqlite3.connect(u.database)
+        try:
+            con.executescript(script)
+        except sqlite3.Error as err:
+            return str(err)
+        finally:
+            con.close()  # an open transaction (the script stopped inside it) rolls back
+        return None
+    from gis.backup import _libpq
+
+    psql = shutil.which("psql")
+    if not psql:
+        pytest.skip("psql is not on PATH")
+    libpq, env = _libpq(url)
+    r = subprocess.run([psql, "--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1",
+                        "--dbname", libpq, "--file", "-"], input=script, env=env,
+                       capture_output=True, text=True, timeout=120)
+    return None if r.returncode == 0 else r.stderr
+
+
+def _transaction_lines(script: str) -> tuple[list[str], list[str]]:
+    """The script's statements that open or end a transaction (a line of their own;
+    PL/pgSQL function bodies' BEGIN … END carry no semicolon after BEGIN)."""
+    lines = [line.strip().upper() for line in script.splitlines()]
+    opens = [line for line in lines if line in ("BEGIN;", "BEGIN TRANSACTION;",
+                                                "START TRANSACTION;")]
+    ends = [line for line in lines if line in ("COMMIT;", "END;", "ROLLBACK;")]
+    return opens, ends
+
+
+@pytest.mark.parametrize("start", ["empty", "release-0.1"])
+def test_upgrade_sql_is_one_transaction_that_a_dba_can_run(empty_url, tmp_path, start):
+    """What `hemei db upgrade --sql` prints is one transaction (the README says so): one
+    BEGIN first, one COMMIT last, the release-0.1 stamp inside it; run by hand it leaves
+    the database where `hemei db upgrade` would."""
+    if start == "release-0.1":
+        _make_release_01(empty_url)
+    r = hemei_cli(["db", "upgrade", "--sql"], empty_url, tmp_path)
+    assert r.returncode == 0, r.stderr
+    opens, ends = _transaction_lines(r.stdout)
+    assert opens == ["BEGIN;"] and ends == ["COMMIT;"], (opens, ends)
+    statements = [line for line in r.stdout.splitlines()
+                  if line.strip() and not line.startswith("--")]
+    assert statements[0] == "BEGIN;" and statements[-1] == "COMMIT;"
+    if start == "release-0.1":
+        assert r.stdout.index("CREATE TABLE alembic_version") > r.stdout.index("BEGIN;")
+    assert _apply_script(empty_url, r.stdout) is None
+    assert _revision(empty_url) == schema.head()
+    assert _diff(empty_url) == []
+
+
+def test_upgrade_sql_that_fails_leaves_the_database_as_it_was(empty_url, tmp_path):
+    """The script stops at a collision half-way (an index a DBA made by hand): nothing
+    of it stays, the version stamp included (on PostGIS it was committed on its own
+    before the upgrade; on SQLite every statement before the error stayed)."""
+    _make_release_01(empty_url)
+    engine = _engine(empty_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE INDEX ix_cases_street_status ON cases (title)")
+    engine.dispose()
+    before = table_checksums(empty_url)
+    r = hemei_cli(["db", "upgrade", "--sql"], empty_url, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "ix_cases_street_status" in (_apply_script(empty_url, r.stdout) or "")
+    engine = _engine(empty_url)
+    with engine.connect() as conn:
+        assert not sa.inspect(conn).has_table("alembic_version")
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("cases")}
+    engine.dispose()
+    assert "grid_version_id" not in columns
+    assert table_checksums(empty_url) == before
+
+
 @pytest.mark.backends("sqlite")
 def test_upgrade_sql_for_a_release_01_file_stamps_it_first(backend, tmp_path):
     """The SQL handed to a DBA for a release-0.1 database creates the version table at
