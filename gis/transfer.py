@@ -53,7 +53,9 @@ def _parse(url: str, which: str) -> str:
     try:
         name = sa.make_url(url).get_backend_name()
     except sa.exc.ArgumentError:
-        raise TransferError(f"--{which} is not a database URL: {url!r}") from None
+        from gis.settings import mask_url
+
+        raise TransferError(f"--{which} is not a database URL: {mask_url(url)!r}") from None
     if name not in ("sqlite", "postgresql"):
         raise TransferError(f"--{which}: SQLite and PostgreSQL are supported, not {name!r}")
     return url

@@ -133,3 +133,12 @@ def test_an_outdated_source_and_bad_urls_are_refused(tmp_path):
         r = migrate(src, dst)
         assert r.returncode == 2 and why in r.stderr, (src, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_a_mistyped_url_is_refused_without_printing_its_password(tmp_path):
+    from gis.transfer import TransferError, migrate_store
+
+    with pytest.raises(TransferError) as err:
+        migrate_store("postgresql+psycopg//hemei:s3cret@db/hemei",
+                      f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    assert "s3cret" not in err.value.message and "not a database URL" in err.value.message
