@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -82,10 +83,11 @@ def test_checksums_cover_every_table(source):
     assert sums["cases"][0] >= 400 and sums["users"][0] == 1 and sums["api_tokens"][0] == 1
 
 
-def test_online_backup_while_writing_then_restore_matches_every_table(source, tmp_path):
-    from gis.service import Hemei
-
-    h = Hemei(read_settings(env={}, INSTANCE=str(source)))
+@contextmanager
+def _writing(h):
+    """Reports written one after another on a thread while the block runs: at least five
+    before it starts and five after it ends. Yields the list of the case ids written so
+    far; a writer's error fails the test."""
     chain = h.locator.locate(*INSIDE)
     stop = threading.Event()
     written: list[int] = []
@@ -100,21 +102,30 @@ def test_online_backup_while_writing_then_restore_matches_every_table(source, tm
         except BaseException as err:  # noqa: BLE001  (reported below)
             errors.append(err)
 
-    before = table_checksums(_url(source))["cases"][0]
     t = threading.Thread(target=writer)
     t.start()
     try:
-        while len(written) < 5:
+        while len(written) < 5 and not errors:
             time.sleep(0.01)
-        online = tmp_path / "online.sqlite3"
-        counts = backup(_url(source), online)
-        n_at_backup = len(written)
-        while len(written) < n_at_backup + 5:
+        yield written
+        after = len(written)
+        while len(written) < after + 5 and not errors:
             time.sleep(0.01)
     finally:
         stop.set()
         t.join()
     assert not errors, errors
+
+
+def test_online_backup_while_writing_then_restore_matches_every_table(source, tmp_path):
+    from gis.service import Hemei
+
+    h = Hemei(read_settings(env={}, INSTANCE=str(source)))
+    chain = h.locator.locate(*INSIDE)
+    before = table_checksums(_url(source))["cases"][0]
+    online = tmp_path / "online.sqlite3"
+    with _writing(h) as written:
+        counts = backup(_url(source), online)
     # A consistent snapshot: every case with its first event, no dangling keys.
     assert before + 5 <= counts["cases"] <= before + len(written)
     with sqlite3.connect(online) as conn:
@@ -356,35 +367,12 @@ def test_postgis_backup_counts_are_the_dumps_while_others_write(pg_pair, tmp_pat
     src, dst = pg_pair
     _seed(tmp_path / "inst", src)
     h = Hemei(read_settings(env={}, INSTANCE=str(tmp_path / "inst"), DATABASE_URL=src))
-    chain = h.locator.locate(*INSIDE)
-    stop = threading.Event()
-    written: list[int] = []
-    errors: list[BaseException] = []
-
-    def writer():
-        try:
-            while not stop.is_set():
-                c = h.store.create_case(NewCase("street_light", INSIDE[0], INSIDE[1],
-                                                "路灯不亮", f"并发 {len(written)}"), chain, None)
-                written.append(c.id)
-        except BaseException as err:  # noqa: BLE001  (reported below)
-            errors.append(err)
-
-    t = threading.Thread(target=writer)
-    t.start()
+    out = tmp_path / "busy.dump"
     try:
-        while len(written) < 5:
-            time.sleep(0.01)
-        out = tmp_path / "busy.dump"
-        counts = backup(src, out)
-        n_after_backup = len(written)
-        while len(written) < n_after_backup + 5:
-            time.sleep(0.01)
+        with _writing(h):
+            counts = backup(src, out)
     finally:
-        stop.set()
-        t.join()
         h.store.dispose()
-    assert not errors, errors
     restored = restore(dst, out)
     assert counts == restored
     assert counts["cases"] < _restored_counts(src)["cases"]  # others wrote on meanwhile

@@ -80,17 +80,6 @@ def grid_point(hemei, grid_code: str) -> tuple[float, float]:
     return round(p.x, 7), round(p.y, 7)
 
 
-@pytest.fixture
-def web(app):
-    """``web("gw")`` → a test client logged in as that user."""
-    return lambda username: login(app.test_client(), username)
-
-
-@pytest.fixture
-def gw_point(hemei, people):
-    return grid_point(hemei, people["grids"]["gw"][0])
-
-
 def plant(hemei, lon, lat, category="road_damage", description="路面坑洼"):
     return hemei.report({"category": category, "lon": lon, "lat": lat,
                          "description": description, "source": "patrol"}, actor="测试")
@@ -315,16 +304,6 @@ def test_add_to_an_existing_case_adds_a_comment_and_no_new_case(web, hemei, inst
 
 
 # -- acting on a case ----------------------------------------------------------------------
-
-@pytest.fixture
-def dispatched(hemei, people, gw_point):
-    """A case in a grid of gw, filed and dispatched to crew's organisation."""
-    admin = hemei.accounts.by_username("admin")
-    case = plant(hemei, *gw_point, description="人行道破损需修复")
-    hemei.move(admin, case.id, {"to": "filed"})
-    hemei.move(admin, case.id, {"to": "dispatched", "assignee_org": people["orgs"]["crew"]})
-    return hemei.store.get_case(case.id)
-
 
 def _move(c, case_id, data, files=None):
     page = c.get(f"/m/cases/{case_id}").get_data(as_text=True)

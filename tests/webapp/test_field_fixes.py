@@ -10,7 +10,6 @@ import io
 import re
 from datetime import timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from gis.accounts import checkins
@@ -21,37 +20,12 @@ from tests.webapp.test_field import (
     csrf,
     grid_point,
     jpeg,
-    login,
     offset,
     photo_files,
     plant,
 )
 
 FORM_KEY = re.compile(r'name="form_key" value="([^"]+)"')
-
-
-# The fixtures of test_field.py, again (a fixture imported from there would be redefined
-# by each test's argument of the same name).
-
-@pytest.fixture
-def web(app):
-    """``web("gw")`` → a test client logged in as that user."""
-    return lambda username: login(app.test_client(), username)
-
-
-@pytest.fixture
-def gw_point(hemei, people):
-    return grid_point(hemei, people["grids"]["gw"][0])
-
-
-@pytest.fixture
-def dispatched(hemei, people, gw_point):
-    """A case in a grid of gw, filed and dispatched to crew's organisation."""
-    admin = hemei.accounts.by_username("admin")
-    case = plant(hemei, *gw_point, description="人行道破损需修复")
-    hemei.move(admin, case.id, {"to": "filed"})
-    hemei.move(admin, case.id, {"to": "dispatched", "assignee_org": people["orgs"]["crew"]})
-    return hemei.store.get_case(case.id)
 
 
 def _checkins(hemei, user_id: int) -> int:
