@@ -74,13 +74,24 @@ def form_expired(err: CSRFError):
                               "back, reload the page and send it again."))
 
 
+#: SQLite's words for a database it cannot use just now (its other OperationalErrors, such
+#: as "no such table", are bugs: a 500, not "try again").
+_SQLITE_UNAVAILABLE = ("database is locked", "disk is full", "disk i/o error",
+                       "unable to open database file", "readonly database")
+
+
 def _unavailable(err: Exception) -> bool:
     import sqlite3
 
     import sqlalchemy as sa
 
-    return isinstance(err, sa.exc.OperationalError | sqlite3.OperationalError) or (
-        isinstance(err, sa.exc.DBAPIError) and err.connection_invalidated)
+    if isinstance(err, sa.exc.DBAPIError) and err.connection_invalidated:
+        return True
+    inner = err.orig if isinstance(err, sa.exc.DBAPIError) else err
+    if isinstance(inner, sqlite3.OperationalError):
+        return any(words in str(inner).lower() for words in _SQLITE_UNAVAILABLE)
+    # PostgreSQL's OperationalError is the connection's (refused, lost, shut down).
+    return isinstance(err, sa.exc.OperationalError)
 
 
 class ServiceUnavailable(HemeiError):
