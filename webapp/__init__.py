@@ -44,18 +44,6 @@ def _security_headers(response):
     return response
 
 
-def _flag(settings: dict, name: str) -> bool:
-    """A yes/no setting; a value that is neither is refused (a typo must not quietly
-    leave a cookie insecure)."""
-    value = str(settings.get(name) or "0").strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise SettingsError(f"HEMEI_{name} must be 1 or 0, got {settings.get(name)!r}",
-                        field=name)
-
-
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the app. ``test_config`` overrides settings by name (``INSTANCE``,
     ``DATABASE_URL``, ``TILES`` …) and Flask config keys (``TESTING``)."""
@@ -81,7 +69,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=_flag(settings, "SECURE_COOKIES"),
+        # Checked and made "1"/"0" by read_settings.
+        SESSION_COOKIE_SECURE=settings["SECURE_COOKIES"] == "1",
     )
     from webapp.jsonio import OrjsonProvider
 

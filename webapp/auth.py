@@ -273,21 +273,6 @@ class SessionInterface(SecureCookieSessionInterface):
         super().save_session(app, session, response)
 
 
-def _login_limit(app) -> int:
-    """The LOGIN_LIMIT setting as a count; a value that is not one is a clean error."""
-    from gis.settings import SettingsError
-
-    value = app.config["HEMEI"].get("LOGIN_LIMIT")
-    try:
-        limit = int(str(value if value is not None else "0").strip() or "0")
-    except ValueError:
-        limit = -1
-    if limit < 0:
-        raise SettingsError(f"HEMEI_LOGIN_LIMIT must be a whole number ≥ 0, got {value!r}",
-                            field="LOGIN_LIMIT")
-    return limit
-
-
 def init_app(app) -> None:
     """Sessions, login and CSRF for the app."""
     app.session_interface = SessionInterface()
@@ -297,7 +282,8 @@ def init_app(app) -> None:
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", 12 * 3600)
     login_manager.init_app(app)
     csrf.init_app(app)
-    app.extensions["hemei_login_throttle"] = LoginThrottle(_login_limit(app))
+    app.extensions["hemei_login_throttle"] = LoginThrottle(
+        int(app.config["HEMEI"]["LOGIN_LIMIT"]))  # a whole number 0-10000 (read_settings)
     app.register_blueprint(bp)
 
     @app.errorhandler(CSRFError)

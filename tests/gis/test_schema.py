@@ -142,13 +142,18 @@ def test_a_database_release_01_left_is_upgraded_with_its_rows(empty_url, tmp_pat
     assert again.returncode == 0 and "already up to date" in again.stdout
 
 
-def test_a_failed_upgrade_leaves_the_database_as_it_was(empty_url, tmp_path):
-    _make_release_01(empty_url)
-    # Something a DBA made by hand that 0002 will collide with, after its first steps.
-    engine = _engine(empty_url)
+def _release_01_with_a_colliding_index(url: str) -> None:
+    """A release-0.1 database plus something a DBA made by hand that 0002 collides with,
+    after its first steps (an upgrade must fail half-way and leave nothing)."""
+    _make_release_01(url)
+    engine = _engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE INDEX ix_cases_street_status ON cases (title)")
     engine.dispose()
+
+
+def test_a_failed_upgrade_leaves_the_database_as_it_was(empty_url, tmp_path):
+    _release_01_with_a_colliding_index(empty_url)
     before = table_checksums(empty_url)
     r = hemei_cli(["db", "upgrade"], empty_url, tmp_path)
     assert r.returncode == 2
@@ -240,11 +245,7 @@ def test_upgrade_sql_that_fails_leaves_the_database_as_it_was(empty_url, tmp_pat
     """The script stops at a collision half-way (an index a DBA made by hand): nothing
     of it stays, the version stamp included (on PostGIS it was committed on its own
     before the upgrade; on SQLite every statement before the error stayed)."""
-    _make_release_01(empty_url)
-    engine = _engine(empty_url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE INDEX ix_cases_street_status ON cases (title)")
-    engine.dispose()
+    _release_01_with_a_colliding_index(empty_url)
     before = table_checksums(empty_url)
     r = hemei_cli(["db", "upgrade", "--sql"], empty_url, tmp_path)
     assert r.returncode == 0, r.stderr
