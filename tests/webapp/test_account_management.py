@@ -512,6 +512,17 @@ def test_every_response_carries_the_security_headers(public_client, url):
         assert r.headers.get(name) == value, (url, name)
 
 
+def test_a_view_that_sets_a_security_header_keeps_it_once(app):
+    # Header names are case-insensitive: a view's own policy (here in lower case) is
+    # neither replaced nor sent twice; the others are still added.
+    app.add_url_rule("/own-csp", "own_csp", lambda: ("ok", 200, {
+        "content-security-policy": "default-src 'none'"}))
+    r = app.test_client().get("/own-csp")
+    assert r.headers.getlist("Content-Security-Policy") == ["default-src 'none'"]
+    assert r.headers.getlist("X-Frame-Options") == ["DENY"]
+    assert r.headers["Referrer-Policy"] == "same-origin"
+
+
 def test_the_map_page_keeps_its_inline_scripts(public_client):
     r = public_client.get("/")
     assert r.status_code == 200 and "<script>" in r.get_data(as_text=True)
