@@ -129,6 +129,41 @@ def _holidays(value: str, where: str) -> str:
     return value
 
 
+def _proxies(value: str, where: str) -> str:
+    """Comma-separated IP addresses or networks, or ``*``: the reverse proxies whose
+    X-Forwarded-For and X-Forwarded-Proto are believed (``webapp/proxy.py``)."""
+    import ipaddress
+
+    if value.strip().lower() == "none":
+        return ""  # empty would be unset (the default), so "none" says no proxy
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    for part in parts:
+        if part == "*":
+            continue
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise SettingsError(f"{where} must be IP addresses or networks separated by "
+                                f"commas (127.0.0.1,10.0.0.0/8), * or none; {part!r} is "
+                                "neither") from None
+    return ",".join(parts)
+
+
+def _public_url(value: str, where: str) -> str:
+    """Empty, or an absolute http(s) address: it is the start of every QR code's link,
+    and a value such as ``grid.example.gov.cn`` printed links that phones cannot open."""
+    from urllib.parse import urlsplit
+
+    v = value.strip()
+    if not v:
+        return ""
+    u = urlsplit(v)
+    if u.scheme not in ("http", "https") or not u.netloc or any(c.isspace() for c in v):
+        raise SettingsError(f"{where} must be an address such as "
+                            f"https://grid.example.gov.cn; got {value!r}")
+    return v
+
+
 def mask_url(url: str) -> str:
     """A database URL fit to print: the password replaced by ``***``. Works on text that
     SQLAlchemy cannot parse too (a mistyped URL may still hold a password)."""
@@ -200,7 +235,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_PHOTO_MB", "10", "Largest photo accepted, in MB (0.01 to 100).",
             _number(0.01, 100, " (MB)")),
     Setting("PUBLIC_URL", "", "The address residents reach the service at, for QR codes "
-            "(e.g. https://grid.example.gov.cn). Default: the address of the request."),
+            "(e.g. https://grid.example.gov.cn). Default: the address of the request.",
+            _public_url),
     Setting("PUBLIC_FORM_LIMIT", "10", "Residents' submissions allowed per device per 10 "
             "minutes (1 to 10000).", _whole(1, 10_000)),
     Setting("LOCALE", "zh", "Default UI language: zh (简体中文) or en.", _language),
@@ -212,6 +248,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOGIN_LIMIT", "10", "Failed logins allowed per client address and per username "
             "in 15 minutes; more are refused (429) until the oldest is 15 minutes old. 0: "
             "no limit (at most 10000).", _whole(0, 10_000, " (0: no limit)")),
+    Setting("TRUSTED_PROXIES", "127.0.0.1,::1", "Reverse proxies (IP addresses or networks "
+            "such as 10.0.0.0/8, comma-separated; * for any) whose X-Forwarded-For and "
+            "X-Forwarded-Proto are believed: behind them the login and form limits and the "
+            "access log see the client's address, and links say https. none: trust no "
+            "proxy.",
+            _proxies),
     Setting("SECURE_COOKIES", "0", "1: mark the session cookie Secure, so browsers send it "
             "over HTTPS only (set it when the service is reached by HTTPS); 0: also over "
             "plain HTTP.", _flag),

@@ -86,6 +86,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update({k: v for k, v in test_config.items() if k not in settings})
 
+    from webapp.proxy import ForwardedFor
+
+    # The client's address and scheme from a trusted reverse proxy (read_settings checked
+    # the list), before anything reads them.
+    app.wsgi_app = ForwardedFor(app.wsgi_app, str(settings["TRUSTED_PROXIES"]))
     hemei = Hemei(settings)
     hemei.ensure_initialised()
     app.extensions["hemei"] = hemei

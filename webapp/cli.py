@@ -174,7 +174,11 @@ def _serve_gunicorn(app, host: str, port: int, workers: int) -> None:
             for k, v in {"bind": f"{host}:{port}", "workers": workers, "threads": 4,
                          "preload_app": True, "post_fork": post_fork, "accesslog": None,
                          "errorlog": "-", "loglevel": "info", "graceful_timeout": 10,
-                         "proc_name": "hemei"}.items():
+                         "proc_name": "hemei",
+                         # The app reads X-Forwarded-* from TRUSTED_PROXIES itself
+                         # (webapp/proxy.py, networks too); gunicorn's own reading of
+                         # FORWARDED_ALLOW_IPS would be a second, differing list.
+                         "forwarded_allow_ips": ""}.items():
                 self.cfg.set(k, v)
 
         def load(self):

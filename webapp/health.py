@@ -100,11 +100,14 @@ def _start_timer() -> None:
 def _log_request(resp):
     t0 = g.pop("_hemei_t0", None)
     ms = round((time.perf_counter() - t0) * 1000, 2) if t0 is not None else None
-    # The client's address as the server saw it (gunicorn puts X-Forwarded-For's there
-    # only for proxies in FORWARDED_ALLOW_IPS, so a client cannot forge it).
+    # The client's address: X-Forwarded-For's, behind a proxy in TRUSTED_PROXIES only
+    # (webapp/proxy.py), so a client cannot forge it; the proxy's address beside it.
     record = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": pid(),
               "remote": request.remote_addr, "method": request.method,
               "path": request.path, "status": resp.status_code, "duration_ms": ms}
+    proxy = request.environ.get("hemei.proxy_addr")
+    if proxy is not None:
+        record["proxy"] = proxy
     try:
         line = orjson.dumps(record).decode()
     except TypeError:  # a path orjson refuses (a lone surrogate): the standard encoder

@@ -35,6 +35,11 @@ def settings(tmp_path, **env):
     ("DATABASE_URL", "nosuchdb://u:p@h/d", "SQLAlchemy cannot use"),
     ("DEMO_CASES", "/nonexist.csv", "/nonexist.csv, which is not a file"),
     ("HOLIDAYS", "2026-10-01,bad", "holiday 'bad' is not a date like 2026-10-01"),
+    # Printed at the start of every QR code's link: phones cannot open these.
+    ("PUBLIC_URL", "not a url", "an address such as https://grid.example.gov.cn"),
+    ("PUBLIC_URL", "grid.example.gov.cn", "an address such as https://"),
+    ("PUBLIC_URL", "ftp://grid.example.gov.cn", "an address such as https://"),
+    ("TRUSTED_PROXIES", "nginx", "IP addresses or networks separated by commas"),
 ])
 def test_a_bad_value_is_refused_naming_the_variable(tmp_path, name, value, says):
     with pytest.raises(SettingsError) as err:

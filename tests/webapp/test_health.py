@@ -152,6 +152,9 @@ def test_serve_production_runs_gunicorn_workers(seeded_template, tmp_path):
     try:
         _wait_for(f"{base}/healthz", proc)
         assert requests.get(f"{base}/", timeout=10).status_code == 200
+        # As a local nginx forwards a client (127.0.0.1 is a trusted proxy by default).
+        assert requests.get(f"{base}/healthz", timeout=10, headers={
+            "X-Forwarded-For": "198.51.100.7"}).status_code == 200
         ready = requests.get(f"{base}/readyz", timeout=10)
         assert ready.status_code == 200, ready.text
         # Fresh connections, several at a time, until both workers have answered.
@@ -182,5 +185,8 @@ def test_serve_production_runs_gunicorn_workers(seeded_template, tmp_path):
     assert {"method": "GET", "path": "/readyz", "status": 200} in [
         {k: x[k] for k in ("method", "path", "status")} for x in access]
     assert all("duration_ms" in x for x in access)
+    # The client's address, not the proxy's; the proxy beside it.
+    assert {"remote": "198.51.100.7", "proxy": "127.0.0.1", "path": "/healthz"} in [
+        {k: x.get(k) for k in ("remote", "proxy", "path")} for x in access]
     assert "Booting worker" in output
     assert not Path(inst / "photos").is_file()
