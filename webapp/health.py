@@ -6,7 +6,10 @@ writable: 200 with each check, or 503 naming the checks that failed. Both sit ou
 /api/v1 (load balancers and orchestrators call them, not API clients).
 
 The access log is on with ``hemei serve --production``, or when ``ACCESS_LOG`` is set in
-the app's config or ``HEMEI_ACCESS_LOG`` in the environment.
+the app's config or ``HEMEI_ACCESS_LOG`` in the environment. It goes to standard output,
+one JSON object per line; gunicorn's messages and tracebacks go to standard error, so a log
+shipper takes the two apart without parsing (they used to share standard error, multi-line
+tracebacks between the JSON lines).
 """
 
 from __future__ import annotations
@@ -113,8 +116,8 @@ def _log_request(resp):
     except TypeError:  # a path orjson refuses (a lone surrogate): the standard encoder
         line = json.dumps(record, ensure_ascii=False)
     try:
-        sys.stderr.write(line + "\n")  # one write per line: lines of workers don't mix
-        sys.stderr.flush()
+        sys.stdout.write(line + "\n")  # one write per line: lines of workers don't mix
+        sys.stdout.flush()
     except (OSError, ValueError):
         pass
     return resp

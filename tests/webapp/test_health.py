@@ -100,19 +100,22 @@ def test_access_log_is_one_json_line_per_request(instance_maker, tmp_path, capsy
         assert c.get("/healthz").status_code == 200
         assert c.get("/api/v1/issues/999999", environ_base={
             "REMOTE_ADDR": "192.0.2.7"}).status_code == 404
-        lines = [json.loads(s) for s in capsys.readouterr().err.splitlines() if s.strip()]
+        captured = capsys.readouterr()
+        lines = [json.loads(s) for s in captured.out.splitlines() if s.strip()]
     finally:
         instance_maker.close(app)
     assert [(x["method"], x["path"], x["status"]) for x in lines] == [
         ("GET", "/healthz", 200), ("GET", "/api/v1/issues/999999", 404)]
     assert all(isinstance(x["duration_ms"], float) and x["duration_ms"] >= 0 for x in lines)
     assert [x["remote"] for x in lines] == ["127.0.0.1", "192.0.2.7"]  # who asked
+    assert '"path"' not in captured.err  # errors and tracebacks only there
 
 
 def test_access_log_is_off_by_default(app, public_client, capsys):
     capsys.readouterr()
     public_client.get("/healthz")
-    assert '"path"' not in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert '"path"' not in out.out + out.err
 
 
 # -- hemei serve --production ----------------------------------------------------------
