@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 
 # Serialises schema set-up when several workers start at once (any constant works;
 # advisory locks are per database).
 SCHEMA_LOCK_KEY = 0x4E6D6569  # "Hmei"
+# Serialises the first run's loading of the boundary layers and demo cases (a key of its
+# own: a process holding it may open another store, whose schema check takes the other).
+FIRST_RUN_LOCK_KEY = SCHEMA_LOCK_KEY + 1
 
 SPATIAL_DDL = (
     # cases.geom: the point, kept in step with lon/lat.
@@ -118,6 +122,27 @@ def located_chain(row) -> dict | None:
 
     return {"street": place("street"), "community": place("community"),
             "compound": place("compound"), "grid": place("grid")}
+
+
+@contextmanager
+def advisory_lock(engine: sa.Engine, key: int):
+    """Hold PostgreSQL's session-level advisory lock ``key`` while inside (waiting for
+    it first), for work that runs in transactions of its own on other connections.
+
+    The lock is held by a connection of its own in autocommit, not by an open
+    transaction: one left idle in transaction while the work runs would hold back
+    vacuum and could be ended by ``idle_in_transaction_session_timeout``. It is released
+    on the way out; if that fails, the connection is closed, which ends the session and
+    its locks with it, so the pool never gets back a connection still holding one."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.select(sa.func.pg_advisory_lock(key)))
+        try:
+            yield
+        finally:
+            try:
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+            except sa.exc.DBAPIError:
+                conn.invalidate()
 
 
 # -- administration -------------------------------------------------------------------

@@ -148,9 +148,23 @@ class Hemei:
 
     # -- initialisation ---------------------------------------------------------
     def ensure_initialised(self) -> bool:
-        """Load the demo boundaries and cases on first run. Returns True if it did."""
+        """Load the demo boundaries and cases on first run. Returns True if it did.
+
+        Servers, workers and ``hemei init`` starting together on an empty database
+        would each find no layers and each load them (the demo cases twice, two versions
+        of every layer). So the loading happens under the store's first-run lock, and
+        the look for layers is made again once it is held: the first process loads,
+        the others wait and then find the layers there."""
         if self.has_layers():
-            return False
+            return False  # the usual start: no lock to wait for
+        with self.store.first_run_lock():
+            if self.has_layers():
+                return False  # loaded by another process while this one waited
+            self._load_first_run_data()
+        return True
+
+    def _load_first_run_data(self) -> None:
+        """The demo boundaries (HEMEI_SHAPES) and cases (HEMEI_DEMO_CASES)."""
         from gis.layers import read_layer_set
 
         shapes = str(self.settings["SHAPES"])
@@ -161,7 +175,6 @@ class Hemei:
         demo = self.settings.get("DEMO_CASES")
         if demo and Path(str(demo)).exists():
             self.seed_demo_cases(str(demo))
-        return True
 
     def seed_demo_cases(self, path: str) -> int:
         """Load the demo cases CSV (times relative to now), located in bulk."""

@@ -287,6 +287,26 @@ _DATA_VERSION_SUM = sa.select(sa.func.sum(sa.cast(meta_table.c.value, sa.BigInte
     sa.or_(meta_table.c.key == "data_version", meta_table.c.key.like("data_version.%")))
 
 
+def _wrapped(engine: sa.Engine, err: Exception, dead: bool = False) -> sa.exc.DBAPIError:
+    """The driver's error ``err`` as SQLAlchemy's exception of the same kind (a refused
+    or lost connection is ``sa.exc.OperationalError``), which callers catch and the web
+    app answers with 503; ``dead``: the connection it came from is gone."""
+    return sa.exc.DBAPIError.instance(None, None, err, engine.dialect.loaded_dbapi.Error,
+                                      connection_invalidated=dead, dialect=engine.dialect)
+
+
+def _raw_connection(engine: sa.Engine) -> sa.PoolProxiedConnection:
+    """``engine.raw_connection()``, with a driver error while connecting (the server is
+    down or refuses this database, the file cannot be opened) raised as SQLAlchemy's
+    wrapped exception, as ``engine.connect()`` raises it. Unwrapped, a psycopg
+    ``OperationalError`` is no error the web app knows: a 500 that clients do not retry,
+    where every other request got a 503."""
+    try:
+        return engine.raw_connection()
+    except engine.dialect.loaded_dbapi.Error as err:
+        raise _wrapped(engine, err) from err
+
+
 def _ping_when_idle(engine: sa.Engine, after_s: float) -> None:
     """Check a pooled connection with a round trip only if it sat idle ``after_s``
     seconds or more (a restart or failover may have closed it meanwhile); a dead one is
@@ -314,6 +334,7 @@ class CaseStore:
     :class:`SqlCaseStore` and override the few spatial or dialect bits that differ."""
 
     def init_schema(self) -> None: ...
+    def first_run_lock(self): ...
     def data_version(self) -> int: ...
     def accounts_stamp(self) -> object | None: ...
     def accounts_changed(self) -> None: ...
@@ -345,6 +366,7 @@ class SqlCaseStore(CaseStore):
         self.url = url
         self.engine = sa.create_engine(url, **engine_kw)
         self._prepared_cache: dict = {}
+        self._first_run = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------
     @contextmanager
@@ -376,18 +398,18 @@ class SqlCaseStore(CaseStore):
     @contextmanager
     def _dbapi(self):
         """A pooled DBAPI connection in autocommit (each statement its own transaction
-        unless the caller sends BEGIN). A driver error comes out as SQLAlchemy's wrapped
-        exception, as from ``Connection.execute``; a connection the error shows to be
-        dead is dropped from the pool."""
-        fairy = self.engine.raw_connection()
+        unless the caller sends BEGIN). A driver error, connecting included, comes out
+        as SQLAlchemy's wrapped exception, as from ``Connection.execute``; a connection
+        the error shows to be dead is dropped from the pool."""
+        fairy = _raw_connection(self.engine)
         dbc = fairy.driver_connection
-        dbapi_error = self.engine.dialect.loaded_dbapi.Error
         try:
             yield dbc
-        except dbapi_error as err:
-            if self.engine.dialect.is_disconnect(err, dbc, None):
+        except self.engine.dialect.loaded_dbapi.Error as err:
+            dead = self.engine.dialect.is_disconnect(err, dbc, None)
+            if dead:
                 fairy.invalidate(err)
-            raise sa.exc.DBAPIError.instance(None, None, err, dbapi_error) from err
+            raise _wrapped(self.engine, err, dead) from err
         finally:
             fairy.close()
 
@@ -420,6 +442,16 @@ class SqlCaseStore(CaseStore):
             else:
                 schema.check_current(conn)
             self._ensure_meta(conn)
+
+    @contextmanager
+    def first_run_lock(self):
+        """Held while the first run's data (boundary layers, demo cases) is looked for
+        and, if missing, loaded (:meth:`gis.service.Hemei.ensure_initialised`), so that
+        processes starting together on an empty database load it once: each looks again
+        once it holds the lock. Backends lock across processes (SQLite: the writer's
+        turn; PostgreSQL: an advisory lock); this generic one only within the process."""
+        with self._first_run:
+            yield
 
     @staticmethod
     def _ensure_meta(conn) -> None:
@@ -1046,6 +1078,7 @@ class SqliteCaseStore(SqlCaseStore):
             self._stamp_path = accounts_stamp_path(path)
         self._stamp_count = 0
         self._thread_lock = threading.Lock()
+        self._turn_holder: int | None = None  # the thread holding the writer's turn
         # Group commit (_insert_report): reports queued by this process's threads, and
         # whether one of them is committing a group now.
         self._group = threading.Condition(threading.Lock())
@@ -1209,7 +1242,8 @@ class SqliteCaseStore(SqlCaseStore):
         cache then survives this process's own commits (a pooled connection had
         usually missed the last one and re-read its pages), and the report path does
         no pool check-out at all. A driver error comes out as SQLAlchemy's wrapped
-        exception and retires the connection; a forked child makes its own."""
+        exception (one making the connection too: :func:`_raw_connection`) and retires
+        the connection; a forked child makes its own."""
         dbc = self._group_conn.get()
         try:
             yield dbc
@@ -1218,7 +1252,9 @@ class SqliteCaseStore(SqlCaseStore):
             raise sa.exc.DBAPIError.instance(None, None, err, sqlite3.Error) from err
 
     def _detached_connection(self) -> sqlite3.Connection:
-        fairy = self.engine.raw_connection()
+        """A new connection of the pool's making (its connect hooks run) that the pool
+        no longer manages."""
+        fairy = _raw_connection(self.engine)
         dbc = fairy.driver_connection
         fairy.detach()  # ours now: the pool neither hands it out nor closes it
         return dbc
@@ -1235,17 +1271,39 @@ class SqliteCaseStore(SqlCaseStore):
 
     @contextmanager
     def _writer_turn(self):
-        """This thread's turn to write (a no-op for in-memory databases and on Windows)."""
+        """This thread's turn to write (a no-op for in-memory databases and on Windows).
+        A thread that holds it already (:meth:`first_run_lock`) writes on under it."""
         if self._lock_path is None or fcntl is None:
+            yield
+            return
+        me = threading.get_ident()
+        if self._turn_holder == me:
+            # Taking it again would wait for ourselves (the thread lock), and letting go
+            # of the inner one would unlock the file under the outer one.
             yield
             return
         with self._thread_lock:
             fd = self._lock_fd.get()
             fcntl.flock(fd, fcntl.LOCK_EX)
+            self._turn_holder = me
             try:
                 yield
             finally:
+                self._turn_holder = None
                 fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @contextmanager
+    def first_run_lock(self):
+        """The writer's turn (the lock file, across processes), held from the look for
+        the first run's data to the end of its loading: a process starting meanwhile
+        waits for it (at its schema check, or here after finding no layers yet) and then
+        finds the data there. The loading's own writes go on under the turn."""
+        if self._lock_path is None or fcntl is None:
+            with super().first_run_lock():  # no lock file: this process's threads only
+                yield
+            return
+        with self._writer_turn():
+            yield
 
     @contextmanager
     def _write(self):
@@ -1337,6 +1395,16 @@ class PostgisCaseStore(SqlCaseStore):
         # same data as inside a transaction.
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             yield conn
+
+    @contextmanager
+    def first_run_lock(self):
+        """An advisory lock of its own (:data:`gis.pg.FIRST_RUN_LOCK_KEY`), held on a
+        connection of its own while the data is loaded on others: processes starting
+        together, on one machine or several, load the first run's data once."""
+        from gis import pg
+
+        with pg.advisory_lock(self.engine, pg.FIRST_RUN_LOCK_KEY):
+            yield
 
     @contextmanager
     def _schema_transaction(self):

@@ -82,6 +82,7 @@ _SQLITE_UNAVAILABLE = ("database is locked", "disk is full", "disk i/o error",
 
 def _unavailable(err: Exception) -> bool:
     import sqlite3
+    import sys
 
     import sqlalchemy as sa
 
@@ -90,8 +91,13 @@ def _unavailable(err: Exception) -> bool:
     inner = err.orig if isinstance(err, sa.exc.DBAPIError) else err
     if isinstance(inner, sqlite3.OperationalError):
         return any(words in str(inner).lower() for words in _SQLITE_UNAVAILABLE)
-    # PostgreSQL's OperationalError is the connection's (refused, lost, shut down).
-    return isinstance(err, sa.exc.OperationalError)
+    # PostgreSQL's OperationalError is the connection's (refused, lost, shut down). The
+    # store wraps driver errors (gis.storage._raw_connection); psycopg's own, should one
+    # slip past unwrapped, means the same. (Not imported: if it is not loaded, this error
+    # cannot be one of its.)
+    psycopg = sys.modules.get("psycopg")
+    return isinstance(err, sa.exc.OperationalError) or (
+        psycopg is not None and isinstance(inner, psycopg.OperationalError))
 
 
 class ServiceUnavailable(HemeiError):
