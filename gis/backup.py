@@ -29,9 +29,18 @@ Only the database is backed up. Photos are files in ``<instance>/photos`` (and t
 instance's secret key is a file too): back the instance folder up with the usual file
 tools (rsync, tar) alongside the database backup.
 
+A restore reports the rows per table it restored, counted in what it restored (SQLite:
+the staged copy; PostgreSQL: inside the restore's transaction, before its COMMIT), never
+in the live database afterwards, where a report written a moment after the restore
+would be counted as restored. A backup of the other kind of database (a SQLite file
+given to a PostgreSQL restore, a ``pg_dump`` archive to a SQLite one) is recognised by
+its first bytes and refused with a pointer to ``hemei migrate-store``.
+
 :func:`table_checksums` gives, for every table of the schema, its row count and a SHA-256
 of its rows in primary-key order (values normalised to text, read through SQLAlchemy):
-two databases with equal checksums hold the same data, whatever the backend.
+two databases with equal checksums hold the same data, whatever the backend. The data
+version's rows in ``meta`` are counted and hashed by key but not by value: the version is
+the caches' key, not data, and restores and ``hemei migrate-store`` move it on purpose.
 """
 
 from __future__ import annotations
@@ -171,13 +180,26 @@ def checksums(conn) -> dict[str, tuple[int, str]]:
         order = list(table.primary_key.columns) or columns
         digest = hashlib.sha256()
         n = 0
-        result = conn.execution_options(yield_per=2000).execute(
-            sa.select(*columns).order_by(*order))
+        # yield_per on the statement: Connection.execution_options() changes the
+        # caller's connection in place, and its next UPDATE would run as a server-side
+        # cursor (PostgreSQL: a syntax error).
+        result = conn.execute(sa.select(*columns).order_by(*order)
+                              .execution_options(yield_per=2000))
+        # The data version's value is left out (see the module docstring): a verified copy
+        # or a restore sets it past every value the target's caches have seen.
+        version_rows = table.name == "meta" and [c.name for c in columns] == ["key", "value"]
         for row in result:
+            if version_rows and _is_version_key(row[0]):
+                row = (row[0], "(data version)")
             digest.update(("\t".join(map(_text, row)) + "\n").encode("utf-8"))
             n += 1
         out[table.name] = (n, digest.hexdigest())
     return out
+
+
+def _is_version_key(key: object) -> bool:
+    """A ``meta`` key that holds (a share of) the data version."""
+    return key == "data_version" or str(key).startswith("data_version.")
 
 
 def row_counts(url: str) -> dict[str, int]:
@@ -359,12 +381,15 @@ def _backup_pg(url: str, out: Path) -> dict[str, int]:
 
 # -- restore ---------------------------------------------------------------------------------
 def restore(url: str, in_path: str | os.PathLike, *, force: bool = False) -> dict[str, int]:
-    """Restore the backup ``in_path`` into the database ``url`` names; returns rows per
-    table after the restore. Refuses a target holding data unless ``force``."""
+    """Restore the backup ``in_path`` into the database ``url`` names; returns the rows
+    per table restored, counted in what was restored (see the module docstring), not in
+    the live database afterwards. Refuses a target holding data unless ``force``, and a
+    backup of the other kind of database (pointing at ``hemei migrate-store``)."""
     src = Path(in_path)
     if not src.is_file():
         raise BackupError(f"no backup file at {src}")
     backend = _backend(url)
+    _check_kind(src, backend, url)
     if backend == "sqlite":
         _check_sqlite_backup(src)
     else:
@@ -373,13 +398,42 @@ def restore(url: str, in_path: str | os.PathLike, *, force: bool = False) -> dic
         raise BackupError(f"the database {_safe(url)} is not empty; use --force to "
                           "overwrite it")
     if backend == "sqlite":
-        _restore_sqlite(src, _sqlite_path(url))
+        counts = _restore_sqlite(src, _sqlite_path(url))
     else:
-        _restore_pg(url, src)
+        counts = _restore_pg(url, src)
     from gis.storage import announce_accounts_changed
 
     announce_accounts_changed(url)  # users and tokens may differ now
-    return row_counts(url)
+    return counts
+
+
+#: The first bytes of the two kinds of backup: a SQLite database file and a pg_dump
+#: custom-format archive.
+SQLITE_HEADER = b"SQLite format 3\x00"
+PGDUMP_HEADER = b"PGDMP"
+
+
+def _check_kind(src: Path, backend: str, url: str) -> None:
+    """Refuse a backup of the other kind of database in one line that says what it is:
+    pg_restore said only "input file does not appear to be a valid archive" of a SQLite
+    file, and SQLite "file is not a database" of a pg_dump archive."""
+    try:
+        with open(src, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except OSError as err:
+        raise BackupError(f"cannot read {src}: {err.strerror or err}") from err
+    if backend == "postgresql" and head == SQLITE_HEADER:
+        raise BackupError(
+            f"{src} is a SQLite database file (a backup of a SQLite instance), and "
+            f"{_safe(url)} is PostgreSQL, which restores pg_dump archives only: to move "
+            f"its data into PostgreSQL, run `hemei migrate-store --from "
+            f"sqlite:///{src.resolve()} --to {_safe(url)}`; nothing was changed")
+    if backend == "sqlite" and head.startswith(PGDUMP_HEADER):
+        raise BackupError(
+            f"{src} is a PostgreSQL pg_dump archive (a backup of a PostGIS instance), and "
+            f"{_safe(url)} is SQLite, which restores SQLite backups only: restore it into "
+            f"a PostgreSQL database, then move its data here with `hemei migrate-store "
+            f"--from postgresql+psycopg://… --to {_safe(url)}`; nothing was changed")
 
 
 def _check_sqlite_backup(src: Path) -> None:
@@ -431,11 +485,12 @@ def _sqlite_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute(_VERSION_SUM).fetchone()[0] or 0)
 
 
-def _restore_sqlite(src: Path, target: Path) -> None:
+def _restore_sqlite(src: Path, target: Path) -> dict[str, int]:
     """Copy the backup into a private temporary file beside the target, move its data
     version past the target's and the backup's there, then copy that into the target
     (SQLite's backup API replaces the target's pages as a whole), holding the app's
-    writers off from the first read to the replacement."""
+    writers off from the first read to the replacement. Returns the rows per table of
+    that staged copy: exactly what the target received."""
     from gis.storage import create_private_file
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -462,6 +517,7 @@ def _restore_sqlite(src: Path, target: Path) -> None:
                 try:
                     s.backup(c, pages=-1)
                     _set_version_sqlite(c, before)
+                    counts = _sqlite_counts(c)
                 finally:
                     c.close()
                     s.close()
@@ -482,6 +538,14 @@ def _restore_sqlite(src: Path, target: Path) -> None:
         raise BackupError(f"restore into {target} failed: {err}") from err
     except OSError as err:
         raise BackupError(f"restore into {target} failed: {err.strerror or err}") from err
+    return counts
+
+
+def _sqlite_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Rows per table of the schema an open SQLite database has (as :func:`count_rows`)."""
+    have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return {t.name: conn.execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0]
+            for t in _tables() if t.name in have}
 
 
 def _set_version_sqlite(conn: sqlite3.Connection, before: int) -> None:
@@ -496,12 +560,14 @@ def _set_version_sqlite(conn: sqlite3.Connection, before: int) -> None:
                      (str(main),))
 
 
-def _restore_pg(url: str, src: Path) -> None:
+def _restore_pg(url: str, src: Path) -> dict[str, int]:
     """``pg_restore`` the dump as SQL into ``psql``, in one transaction with the steps
     around it: first lock the tables and note the target's data version; last set the
-    restored main data-version row so the version is ``max(before, backup) + 1``. If
-    pg_restore fails, psql is stopped before it reaches the end of its input, so its
-    transaction never commits (the target is unchanged)."""
+    restored main data-version row so the version is ``max(before, backup) + 1`` and
+    count the rows per table, still inside the transaction (the tables are locked, so
+    they are the restored rows and nothing else). If pg_restore fails, psql is stopped
+    before it reaches the end of its input, so its transaction never commits (the
+    target is unchanged). Returns those counts."""
     libpq, env = _libpq(url)
     pg_restore, psql = _tool("pg_restore"), _tool("psql")
     # The app's tables in the order its writers lock them (parents first, meta last),
@@ -535,8 +601,16 @@ FROM (SELECT
     AS slots
   FROM public.meta) AS v
 WHERE public.meta.key = 'data_version';"""
+    # One row per table (the schema's tables the restored database has), marked, so they
+    # can be told from the other rows the dump's own SELECTs (setval …) print.
+    tables = ", ".join(f"'{t.name}'" for t in _tables())
+    count_sql = f"""SELECT '{_COUNT_MARK}', u.t, (xpath('/row/n/text()', query_to_xml(
+  format('SELECT count(*) AS n FROM public.%I', u.t), false, true, '')))[1]::text
+FROM unnest(ARRAY[{tables}]) WITH ORDINALITY AS u(t, i)
+WHERE to_regclass('public.' || quote_ident(u.t)) IS NOT NULL ORDER BY u.i;"""
     with tempfile.TemporaryFile("w+") as err_restore, \
-            tempfile.TemporaryFile("w+") as err_psql:
+            tempfile.TemporaryFile("w+") as err_psql, \
+            tempfile.TemporaryFile("w+") as out_psql:
         try:
             dump = subprocess.Popen(
                 [pg_restore, "--clean", "--if-exists", "--no-owner", "--file=-", str(src)],
@@ -545,10 +619,10 @@ WHERE public.meta.key = 'data_version';"""
             # stdin ends and the last -c has run.
             run = subprocess.Popen(
                 [psql, "--no-psqlrc", "--quiet", "--single-transaction",
-                 "--set", "ON_ERROR_STOP=1", "--command", before_sql, "--file", "-",
-                 "--command", after_sql, "--dbname", libpq],
-                env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                stderr=err_psql)
+                 "--set", "ON_ERROR_STOP=1", "--tuples-only", "--no-align",
+                 "--field-separator=\t", "--command", before_sql, "--file", "-",
+                 "--command", after_sql, "--command", count_sql, "--dbname", libpq],
+                env=env, stdin=subprocess.PIPE, stdout=out_psql, stderr=err_psql)
         except OSError as err:
             raise BackupError(f"pg_restore failed: {err}") from err
         ok = _pump(dump.stdout, run.stdin)
@@ -568,6 +642,16 @@ WHERE public.meta.key = 'data_version';"""
         if psql_rc != 0 or not ok:
             raise BackupError(f"pg_restore failed (nothing was changed): "
                               f"{_tail(err_psql, psql_rc)}")
+        out_psql.seek(0)
+        counts = {}
+        for line in out_psql.read().splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[0] == _COUNT_MARK:
+                counts[parts[1]] = int(parts[2])
+    return counts
+
+
+_COUNT_MARK = "hemei-restored-rows"
 
 
 def _pump(src, dst) -> bool:

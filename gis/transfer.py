@@ -16,6 +16,14 @@ order, and then verified.
   verified copy or as it was.
 - On PostgreSQL the id sequences are moved past the copied ids (new cases get new ids)
   and the PostGIS triggers fill the geometry columns as the rows go in.
+- The target's data version (the key of every serving worker's page, coverage and API
+  caches) ends strictly above both its own before the copy and the source's
+  (``max(before, source) + 1``, as ``hemei restore`` does), set in the same transaction
+  with the target's writers held off (SQLite: the write lock; PostgreSQL: the tables
+  locked before the version is read). Copied as it was, it could repeat a value workers
+  on the target (``--force`` into a live database) had cached with other data, and they
+  would serve stale figures and ``304 Not Modified``. The checksums leave the version's
+  value out (:func:`gis.backup.checksums`), so the target's still equal the source's.
 
 Photos are files (``<instance>/photos``), not rows: copy that folder with the usual file
 tools, or point the new instance's ``HEMEI_INSTANCE`` at the same (shared) folder.
@@ -29,7 +37,16 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from gis import schema
-from gis.backup import _engine, _first_line, _has_data, _safe, _tables, checksums
+from gis.backup import (
+    _VERSION_KEYS,
+    _VERSION_SUM,
+    _engine,
+    _first_line,
+    _has_data,
+    _safe,
+    _tables,
+    checksums,
+)
 from gis.errors import HemeiError
 
 BATCH = 5000
@@ -106,6 +123,10 @@ def _copy_all(sconn, dst_url: str, expected: dict, *, force: bool, progress) -> 
                                 "--force to replace it")
         tables = [t for t in _tables() if t.name in expected]
         with store._schema_transaction() as dconn:
+            if dconn.dialect.name == "postgresql":
+                _lock_tables(dconn)
+            # Read under the writers' lock, so no write moves it before the copy commits.
+            before = _version(dconn)
             for table in reversed(tables):  # children first
                 dconn.execute(sa.delete(table))
             for table in tables:
@@ -118,14 +139,52 @@ def _copy_all(sconn, dst_url: str, expected: dict, *, force: bool, progress) -> 
                 detail = ", ".join(f"{t} ({expected[t][0]} → {got.get(t, (0,))[0]} rows)"
                                    for t in bad)
                 raise TransferError(f"verification failed, nothing was written: {detail}")
+            # After the verification (of the rows as copied), before the commit.
+            _move_version_past(dconn, before)
     finally:
         store.dispose()
 
 
+def _lock_tables(dconn) -> None:
+    """Lock the target's tables in the order its writers take them (parents first,
+    ``meta`` last, as ``hemei restore`` does): a writer on the target then either
+    finished before the copy or waits until it has committed, and none moves the data
+    version between reading it and replacing it."""
+    have = set(sa.inspect(dconn).get_table_names())
+    names = [t.name for t in _tables() if t.name != "meta"] + ["meta", "alembic_version"]
+    prep = dconn.dialect.identifier_preparer
+    for name in names:
+        if name in have:
+            dconn.exec_driver_sql(f"LOCK TABLE {prep.quote(name)} IN ACCESS EXCLUSIVE MODE")
+
+
+def _version(dconn) -> int:
+    """The data version of the connected database (the main ``meta`` row plus the
+    PostGIS report slots), in the caller's transaction."""
+    return int(dconn.execute(sa.text(_VERSION_SUM)).scalar() or 0)
+
+
+def _move_version_past(dconn, before: int) -> None:
+    """Set the copied main data-version row so the target's version is
+    ``max(before, the source's) + 1`` (the source's being what was copied, report slots
+    included): above every value a worker on the target or on the source has seen."""
+    copied = _version(dconn)
+    slots = int(dconn.execute(sa.text(
+        "SELECT COALESCE(SUM(CAST(value AS BIGINT)), 0) FROM meta "
+        f"WHERE ({_VERSION_KEYS}) AND key <> 'data_version'")).scalar() or 0)
+    main = str(max(before, copied) + 1 - slots)
+    if dconn.execute(sa.text("SELECT 1 FROM meta WHERE key = 'data_version'")).first():
+        dconn.execute(sa.text("UPDATE meta SET value = :v WHERE key = 'data_version'"),
+                      {"v": main})
+    else:
+        dconn.execute(sa.text("INSERT INTO meta (key, value) VALUES ('data_version', :v)"),
+                      {"v": main})
+
+
 def _copy_table(sconn, dconn, table: sa.Table, progress) -> None:
     order = list(table.primary_key.columns) or list(table.columns)
-    result = sconn.execution_options(yield_per=BATCH).execute(
-        sa.select(*table.columns).order_by(*order))
+    result = sconn.execute(sa.select(*table.columns).order_by(*order)
+                           .execution_options(yield_per=BATCH))
     done = 0
     for chunk in result.mappings().partitions(BATCH):
         dconn.execute(sa.insert(table), [dict(r) for r in chunk])

@@ -31,22 +31,53 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def _database_error(err: sa.exc.DBAPIError, url: str | None) -> str:
+def _database_error(err: sa.exc.DBAPIError, url: str | None,
+                    source: str | None = None) -> str:
     """What an operator reads for a database error that reached the command's entry:
-    where (the URL, password masked) and the driver's reason, in one line."""
+    where (the URL, password masked), the driver's reason and what to check, in one
+    line. ``source`` names where the URL came from (:func:`_url_source`); None for the
+    URLs of ``migrate-store`` (its --from and --to)."""
     where = f" at {mask_url(url)}" if url else ""
     reason = _first_line(err.orig if err.orig is not None else err)
     if url and url.startswith("sqlite"):
         # SQLite's errors here are about the file: "unable to open database file",
         # "attempt to write a readonly database".
         return (f"the database{where} failed: {reason} (check that the file and its "
-                "folder exist and are writable by this user; HEMEI_INSTANCE, "
-                "HEMEI_DATABASE_URL)")
+                f"folder exist and are writable by this user; "
+                f"{source or 'HEMEI_INSTANCE, HEMEI_DATABASE_URL'})")
     if err.statement is None:  # raised while connecting: no statement ran
         return (f"cannot connect to the database{where}: {reason} (check "
-                f"{'--from and --to' if url is None else 'HEMEI_DATABASE_URL'}: host, "
-                "port, user, password, database name; that the server is running)")
+                f"{'--from and --to' if url is None else source or 'HEMEI_DATABASE_URL'}"
+                ": host, port, user, password, database name; that the server is running)")
     return f"the database{where} failed: {reason}"
+
+
+def _url_source(environ=None) -> str | None:
+    """Where the database URL in force came from, for an error that says what to check:
+    ``HEMEI_DATABASE_URL`` (the environment), ``database_url in <file>`` (the instance
+    config file: an operator told to check the variable would find it unset), or the
+    default beside the instance folder (``HEMEI_INSTANCE``). None if the settings cannot
+    be read."""
+    import os
+    from pathlib import Path
+
+    from gis.settings import read_config_file
+
+    environ = os.environ if environ is None else environ
+    try:
+        settings = read_settings(env=environ)
+        url = str(settings["DATABASE_URL"])
+        if (environ.get("HEMEI_DATABASE_URL") or "").strip() == url:
+            return "HEMEI_DATABASE_URL"
+        config = settings.get("CONFIG")
+        if config and Path(str(config)).is_file():
+            from_file = read_config_file(Path(str(config))).get("DATABASE_URL")
+            if from_file is not None and from_file.strip() == url:
+                return f"database_url in {config}"
+    except HemeiError:
+        return None
+    return ("HEMEI_INSTANCE (the default database is hemei.sqlite3 in it), or set "
+            "HEMEI_DATABASE_URL")
 
 
 def _os_error(err: OSError, instance: str | None) -> str:
@@ -78,9 +109,10 @@ class _Main(click.Group):
         except HemeiError as err:
             _fail(err)
         except sa.exc.DBAPIError as err:
-            url = None if ctx.invoked_subcommand == "migrate-store" else _setting(
-                "DATABASE_URL")
-            click.echo(f"error: {_database_error(err, url)}", err=True)
+            theirs = ctx.invoked_subcommand == "migrate-store"  # --from and --to
+            url = None if theirs else _setting("DATABASE_URL")
+            source = None if theirs else _url_source()
+            click.echo(f"error: {_database_error(err, url, source)}", err=True)
             sys.exit(2)
         except BrokenPipeError:
             raise  # `hemei … | head`: click ends quietly
@@ -125,13 +157,15 @@ def init() -> None:
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--debug", is_flag=True, help="Flask debug mode (never in production).")
 @click.option("--production", is_flag=True,
-              help="Serve with gunicorn (several worker processes, JSON access log).")
+              help="Serve with gunicorn (several worker processes, JSON access log); a "
+                   "first run loads no demo cases unless HEMEI_DEMO_CASES is set.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="gunicorn worker processes with --production (default: 2×cores+1, "
                    "at most 8).")
 def serve(host: str, port: int, debug: bool, production: bool, workers: int | None) -> None:
     """Run the web app (initialising the database and demo data on first run): the
-    development server, or gunicorn with --production."""
+    development server, or gunicorn with --production (whose first run loads the
+    boundary layers but no demo cases unless HEMEI_DEMO_CASES is set)."""
     import os
 
     from webapp import create_app
@@ -146,8 +180,21 @@ def serve(host: str, port: int, debug: bool, production: bool, workers: int | No
     if production:
         os.environ.setdefault("HEMEI_ACCESS_LOG", "1")  # one JSON line per request
     try:
-        # Initialise the database (first run) here, once, before gunicorn forks.
-        app = create_app()
+        overrides = _serve_overrides(production)
+        if production:
+            # The first run here, once, before gunicorn forks (create_app then finds the
+            # layers), so that it is told apart from a later start and the operator
+            # learns whose boundaries the service now has.
+            from gis.service import Hemei
+
+            h = Hemei(read_settings(**overrides))
+            try:
+                loaded = h.ensure_initialised()
+            finally:
+                h.store.dispose()
+            if loaded:
+                click.echo(_first_run_note(h.settings), err=True)
+        app = create_app(overrides)  # the development server's first run is in here
     except HemeiError as err:
         _fail(err)
     if production:
@@ -156,6 +203,45 @@ def serve(host: str, port: int, debug: bool, production: bool, workers: int | No
     click.echo(f"Hemei Grid on http://{host}:{port}/  (database: "
                f"{mask_url(str(app.config['HEMEI']['DATABASE_URL']))})")
     app.run(host=host, port=port, debug=debug, threaded=True)
+
+
+def _serve_overrides(production: bool, environ=None) -> dict[str, str]:
+    """The settings ``hemei serve`` passes to the app on top of the usual ones. With
+    ``--production`` the first run loads no demo cases unless HEMEI_DEMO_CASES is set
+    explicitly (environment or config file, a path or empty): the 400 invented cases of
+    the demo street went into what was meant to be a real database. The boundary
+    layers are still loaded (the service needs layers; :func:`_first_run_note` says so).
+    The development server (the quickstart, ``make run``) keeps the demo cases."""
+    import os
+    from pathlib import Path
+
+    from gis.settings import read_config_file
+
+    if not production:
+        return {}
+    environ = os.environ if environ is None else environ
+    if "HEMEI_DEMO_CASES" in environ:
+        return {}
+    config = read_settings(env=environ)["CONFIG"]
+    if config and "DEMO_CASES" in read_config_file(Path(str(config))):
+        return {}
+    return {"DEMO_CASES": ""}  # empty: no demo cases (see gis.settings)
+
+
+def _first_run_note(settings: dict) -> str:
+    """The one line ``hemei serve --production`` prints when it loaded the boundary
+    layers into a fresh database: whose they are and how to import one's own."""
+    from gis.settings import setting_default
+
+    shapes = str(settings["SHAPES"])
+    cases = ("no demo cases" if not settings.get("DEMO_CASES")
+             else f"the cases of {settings['DEMO_CASES']}")
+    if shapes == str(setting_default("SHAPES")):
+        what = f"the demo street's (Jiangnan Street) boundary layers from {shapes}"
+    else:
+        what = f"the boundary layers of {shapes}"
+    return (f"first run: loaded {what} and {cases}; import your own boundaries with "
+            "`hemei import-shapes FILE --layer grid` (and street, community, compound)")
 
 
 def _serve_gunicorn(app, host: str, port: int, workers: int) -> None:
@@ -695,11 +781,11 @@ def report(period, out, lang, street) -> None:
 
 
 # -- backups ---------------------------------------------------------------------------------
-def _print_counts(verb: str, where: str, counts: dict[str, int]) -> None:
+def _print_counts(verb: str, where: str, counts: dict[str, int], note: str = "") -> None:
     for table, n in counts.items():
         click.echo(f"{table}\t{n}")
-    click.echo(f"{verb} {sum(counts.values())} rows in {len(counts)} tables {where}",
-               err=True)
+    click.echo(f"{verb} {sum(counts.values())} rows in {len(counts)} tables {where}"
+               f"{note}", err=True)
 
 
 @main.command("backup")
@@ -723,7 +809,9 @@ def backup_cmd(out: str) -> None:
 def restore_cmd(in_path: str, force: bool) -> None:
     """Restore the database from the backup IN. A running server shows the restored data
     at once: its caches are keyed on the data version, which the restore moves past every
-    value they have seen. Restart it if boundary layers were imported after the backup."""
+    value they have seen. Restart it if boundary layers were imported after the backup.
+    The rows printed are those restored (what `hemei backup` printed), not counted again
+    afterwards while the server writes."""
     from gis.backup import restore
 
     url = str(read_settings()["DATABASE_URL"])
@@ -731,7 +819,10 @@ def restore_cmd(in_path: str, force: bool) -> None:
         counts = restore(url, in_path, force=force)
     except HemeiError as err:
         _fail(err)
-    _print_counts("restored", f"from {in_path}", counts)
+    # The counts are the restore's own (counted in what it wrote, before a running
+    # service could add to it), so they equal what `hemei backup` printed.
+    _print_counts("restored", f"from {in_path}", counts,
+                  " (the rows restored, counted before the service could write more)")
 
 
 @main.group()
@@ -759,7 +850,7 @@ def _revision_of(url: str) -> str | None:
         with engine.connect() as conn:
             return schema.current(conn)
     except sa.exc.DBAPIError as err:
-        click.echo(f"error: {_database_error(err, url)}", err=True)
+        click.echo(f"error: {_database_error(err, url, _url_source())}", err=True)
         sys.exit(2)
     finally:
         engine.dispose()
@@ -800,6 +891,13 @@ def db_upgrade(as_sql: bool) -> None:
     before = _revision_of(url)
     after = schema.head()
     if before == after:
+        if as_sql:
+            # `hemei db upgrade --sql > upgrade.sql`: stdout must stay a script the
+            # database runs (a comment: nothing to do); the notice is for the operator.
+            click.echo(f"-- hemei db upgrade: the database is already at {after}; "
+                       "nothing to run")
+            click.echo(f"already up to date ({after}): the SQL is empty", err=True)
+            return
         click.echo(f"already up to date ({after})")
         return
     if as_sql:
@@ -832,8 +930,9 @@ def db_upgrade(as_sql: bool) -> None:
 def migrate_store_cmd(src: str, dst: str, force: bool) -> None:
     """Copy everything (cases, history, photo metadata, layers, users, tokens) from one
     database to another — e.g. from the SQLite default to PostGIS — and verify the row
-    counts and checksums of every table. Photo files are not rows: copy the photos
-    folder too."""
+    counts and checksums of every table. The target's data version ends above both its
+    own and the source's, so a server already running on the target serves the copied
+    data at once. Photo files are not rows: copy the photos folder too."""
     from gis.transfer import migrate_store
 
     last = {}
