@@ -303,7 +303,13 @@ def read_settings(env: dict[str, str] | None = None, **overrides: object) -> dic
     def given(name: str) -> object:
         if overrides.get(name) is not None:
             return overrides[name]
-        return env.get("HEMEI_" + name)
+        value = env.get("HEMEI_" + name)
+        # An empty variable is an unset one (``HEMEI_DATABASE_URL=`` in a unit file): the
+        # config file's value then counts, which the empty text used to hide. Except for
+        # DEMO_CASES, where empty says "no demo cases".
+        if value is not None and not value.strip() and name != "DEMO_CASES":
+            return None
+        return value
 
     instance = Path(str(given("INSTANCE") or setting_default("INSTANCE"))).resolve()
     config = given("CONFIG")

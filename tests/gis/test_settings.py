@@ -73,6 +73,20 @@ def test_good_values_are_kept_and_empty_means_the_default(tmp_path):
     assert settings(tmp_path, DEMO_CASES="")["DEMO_CASES"] == ""
 
 
+def test_an_empty_variable_lets_the_config_files_value_count(tmp_path):
+    # HEMEI_DATABASE_URL= in a unit file hid the config file's database: the service
+    # quietly used the instance's default SQLite file instead.
+    inst = tmp_path / "inst"
+    inst.mkdir()
+    (inst / "hemei.toml").write_text(
+        f'database_url = "sqlite:///{tmp_path}/elsewhere.sqlite3"\nlocale = "en"\n'
+        'demo_cases = ""\n', encoding="utf-8")
+    s = settings(tmp_path, DATABASE_URL="", LOCALE=" ", DEMO_CASES="")
+    assert s["DATABASE_URL"] == f"sqlite:///{tmp_path}/elsewhere.sqlite3"
+    assert s["LOCALE"] == "en"
+    assert s["DEMO_CASES"] == ""  # empty in the environment still means none
+
+
 def test_the_defaults_pass_their_own_checks(tmp_path):
     s = read_settings(env={}, INSTANCE=str(tmp_path))
     for setting in SETTINGS:
