@@ -46,7 +46,7 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from html import escape
+from html import escape, unescape
 
 import numpy as np
 import pandas as pd
@@ -103,10 +103,15 @@ _URL_REF = re.compile(r"url\(#([^)]+)\)")
 _HREF = re.compile(r'\b(?:xlink:)?href="([^"]*)"')
 _FONT = re.compile(r"font-family:[^;\"]*")
 _SAFE_ID = re.compile(r"[A-Za-z][\w-]{0,40}")
+_LINK = re.compile(r'<a href="([^"#][^"]*)">')
 
 
-def _svg(fig, chart_id: str, title: str, description: str = "") -> str:
-    """``fig`` as one self-contained ``<svg>`` element (see the module docstring)."""
+def _svg(fig, chart_id: str, title: str, description: str = "",
+         link_labels: dict[str, str] | None = None) -> str:
+    """``fig`` as one self-contained ``<svg>`` element (see the module docstring).
+    ``link_labels`` names each link (by its target): an ``aria-label`` for screen
+    readers and a ``<title>`` child (the tooltip), so no bar or point is an unnamed
+    link."""
     if not _SAFE_ID.fullmatch(chart_id):
         raise ValueError(f"chart ids are letters, digits, - and _: {chart_id!r}")
     buf = io.StringIO()
@@ -126,6 +131,15 @@ def _svg(fig, chart_id: str, title: str, description: str = "") -> str:
 
     s = _HREF.sub(href, s)
     s = s.replace(' target="_blank"', "")
+    if link_labels:
+        def named(m: re.Match) -> str:
+            label = link_labels.get(unescape(m.group(1)))
+            if label is None:
+                return m.group(0)
+            text = escape(label)
+            return f'<a href="{m.group(1)}" aria-label="{text}"><title>{text}</title>'
+
+        s = _LINK.sub(named, s)
     s = s.replace("*{stroke-linejoin", f"#{chart_id} *{{stroke-linejoin")
     s = _FONT.sub(f"font-family: {FONT_STACK}", s)
     s = _SIZE.sub("", s)
@@ -143,7 +157,7 @@ def _svg(fig, chart_id: str, title: str, description: str = "") -> str:
 
 
 def _draw(chart_id: str, title: str, description: str, size: tuple[float, float],
-          paint: Callable) -> str:
+          paint: Callable, link_labels: dict[str, str] | None = None) -> str:
     from matplotlib import rc_context
     from matplotlib.figure import Figure
 
@@ -156,7 +170,7 @@ def _draw(chart_id: str, title: str, description: str, size: tuple[float, float]
         ax = fig.subplots()
         ax.set_axisbelow(True)
         paint(fig, ax)
-        return _svg(fig, chart_id, title, description)
+        return _svg(fig, chart_id, title, description, link_labels)
 
 
 def _empty(ax, text: str) -> None:
@@ -242,14 +256,22 @@ def day_bins(days: Sequence[float], max_bins: int = 16) -> np.ndarray:
 def weekly_trend(weeks: pd.DataFrame, *, title: str, reported_label: str, closed_label: str,
                  period_label: str = "", empty_label: str = "",
                  links: Callable[[str, pd.Timestamp], str] | None = None,
+                 link_label: Callable[[str, pd.Timestamp, int], str] | None = None,
                  chart_id: str = "chart-trend") -> str:
     """Cases reported and closed per week as two lines (see :func:`weekly_counts`); the
     weeks of the chosen period are shaded, the week still running is joined by a dashed
     line, and ``links(kind, week)`` gives each point a
-    link (``kind`` is ``"reported"`` or ``"closed"``)."""
+    link (``kind`` is ``"reported"`` or ``"closed"``), named by
+    ``link_label(series label, week, count)`` (by default "New reports 2026-11-16: 12")."""
     desc = "; ".join(f"{w:%Y-%m-%d}: {reported_label} {r}, {closed_label} {c}"
                      for w, r, c in zip(weeks["week"], weeks["reported"], weeks["closed"],
                                         strict=True))
+    name = link_label or (lambda lab, w, n: f"{lab} {w:%Y-%m-%d}: {n}")
+    labels: dict[str, str] = {}
+    if links is not None:
+        for col, lab in (("reported", reported_label), ("closed", closed_label)):
+            for w, n in zip(weeks["week"], weeks[col], strict=True):
+                labels[links(col, w)] = name(lab, w, int(n))
 
     def paint(fig, ax):
         if weeks.empty or not (weeks["reported"].sum() or weeks["closed"].sum()):
@@ -284,16 +306,20 @@ def weekly_trend(weeks: pd.DataFrame, *, title: str, reported_label: str, closed
                   fontsize=9, borderaxespad=0.2)
         ax.set_title(title, loc="left", pad=18)
 
-    return _draw(chart_id, title, desc, (12.0, 2.9), paint)
+    return _draw(chart_id, title, desc, (12.0, 2.9), paint, labels)
 
 
 def category_breakdown(rows: Sequence[tuple[str, int, str | None]], *, title: str,
                        empty_label: str = "", highlight: int | None = None,
+                       link_label: Callable[[str, int], str] | None = None,
                        chart_id: str = "chart-categories") -> str:
     """Horizontal bars, one per ``(label, count, link)``, largest on top; the bar at
-    index ``highlight`` (the category chosen in the filters) in the brand colour."""
+    index ``highlight`` (the category chosen in the filters) in the brand colour. A
+    bar's link is named ``link_label(label, count)`` (by default "label: count")."""
     rows = list(rows)
     desc = "; ".join(f"{lab}: {n}" for lab, n, _ in rows)
+    name = link_label or (lambda lab, n: f"{lab}: {n}")
+    labels = {link: name(lab, int(n)) for lab, n, link in rows if link}
 
     def paint(fig, ax):
         if not rows or not sum(n for _, n, _ in rows):
@@ -315,22 +341,28 @@ def category_breakdown(rows: Sequence[tuple[str, int, str | None]], *, title: st
         ax.grid(axis="x", color=GRID, lw=0.8)
         ax.set_title(title, loc="left")
 
-    return _draw(chart_id, title, desc, (5.6, 0.7 + 0.3 * max(len(rows), 4)), paint)
+    return _draw(chart_id, title, desc, (5.6, 0.7 + 0.3 * max(len(rows), 4)), paint, labels)
 
 
 def time_to_close(days: pd.Series | Sequence[float], *, title: str, xlabel: str,
                   ylabel: str, median_label: str, empty_label: str = "",
                   links: Callable[[float, float], str] | None = None,
+                  link_label: Callable[[float, float, int], str] | None = None,
                   chart_id: str = "chart-close") -> str:
     """A histogram of the days from report to closure (whole-day bins, see
     :func:`day_bins`) with the median marked; ``links(lo, hi)`` gives each bar a link
-    to the cases closed within ``[lo, hi)`` days. ``median_label`` may hold ``{days}``."""
+    to the cases closed within ``[lo, hi)`` days, named ``link_label(lo, hi, count)`` (by
+    default "xlabel lo–hi: count"). ``median_label`` may hold ``{days}``."""
     d = np.asarray(days, dtype=float)
     d = d[np.isfinite(d)]
     edges = day_bins(d)
     counts, _ = np.histogram(d, bins=edges)
     desc = "; ".join(f"{lo:g}–{hi:g}: {n}" for lo, hi, n in zip(edges[:-1], edges[1:], counts,
                                                                strict=True))
+    name = link_label or (lambda lo, hi, n: f"{xlabel} {lo:g}–{hi:g}: {n}")
+    labels = ({links(float(lo), float(hi)): name(float(lo), float(hi), int(n))
+               for lo, hi, n in zip(edges[:-1], edges[1:], counts, strict=True) if n}
+              if links is not None else {})
 
     def paint(fig, ax):
         if not len(d):
@@ -356,4 +388,4 @@ def time_to_close(days: pd.Series | Sequence[float], *, title: str, xlabel: str,
         ax.set_ylabel(ylabel)
         ax.set_title(title, loc="left")
 
-    return _draw(chart_id, title, desc, (5.6, 3.1), paint)
+    return _draw(chart_id, title, desc, (5.6, 3.1), paint, labels)

@@ -192,12 +192,26 @@ def legend_html(ch: Choropleth, locale: str) -> str:
                 f'</span>{html_text(label("no_data", locale))}</div>')
     direction = label("fewer_better" if ch.better == "lower" else "higher_better", locale)
     return (
-        f'<div id="map-legend" class="map-legend" data-metric="{html_text(ch.column)}">'
-        f'<div class="legend-title">{html_text(ch.title)}</div>'
+        f'<details id="map-legend" class="map-legend" data-metric="{html_text(ch.column)}" '
+        'open>'
+        f'<summary class="legend-title">{html_text(ch.title)}</summary>'
         f'<div class="legend-direction">{html_text(direction)}</div>' + "".join(rows)
         + (f'<div class="legend-note">{html_text(ch.note)}</div>' if ch.note else "")
-        + "</div>"
+        + "</details>" + _collapse_on_phones("map-legend")
     )
+
+
+#: Narrower than this (a phone held upright), a map's legends start collapsed.
+NARROW_PX = 600
+
+
+def _collapse_on_phones(element_id: str) -> str:
+    """A script closing the legend ``<details>`` with this id on a narrow screen: open by
+    default (desktops, and browsers without script), collapsed to its title on a phone,
+    where it would cover much of the map; the title opens it (mouse, touch or keyboard)."""
+    return ("<script>(function(){var d=document.getElementById(" + json.dumps(element_id)
+            + ");if(d&&window.matchMedia&&window.matchMedia('(max-width: "
+            + f"{NARROW_PX}px)').matches)d.open=false;}})();</script>")
 
 
 def simplify_for_display(geoms, extent: float, pixels: int = 1600):
@@ -259,9 +273,74 @@ def _cached_features(gdf, props: list[str], tiles, extent: float | None,
     return {"type": "FeatureCollection", "features": feats}
 
 
-def base_map(bounds, tiles: TileConfig, *, zoom_control: bool = True) -> folium.Map:
+#: The words of the map's own controls (Leaflet and its plug-ins say them in English):
+#: key → (zh, en).
+_CONTROL_LABELS: dict[str, tuple[str, str]] = {
+    "zoom_in": ("放大", "Zoom in"),
+    "zoom_out": ("缩小", "Zoom out"),
+    "fullscreen": ("全屏", "Full screen"),
+    "fullscreen_exit": ("退出全屏", "Exit full screen"),
+    "locate": ("定位我的位置", "Show my location"),
+    "locate_popup": ("您在此点 {distance} {unit} 范围内", "You are within {distance} {unit} of "
+                     "this point"),
+    "meters": ("米", "metres"),
+    "outside": ("您的位置不在地图范围内", "You seem to be outside the map's area"),
+    "layers": ("图层", "Layers"),
+    "marker": ("位置标记", "Location marker"),
+}
+
+
+def _cl(key: str, locale: str) -> str:
+    zh, en = _CONTROL_LABELS[key]
+    return en if locale == "en" else zh
+
+
+class MapControls(MacroElement):
+    """The map's zoom buttons and scale bar (metric only), Leaflet's attribution prefix
+    (plain "Leaflet": no flag, no slogan) and the words of the controls Leaflet writes
+    itself (the layer switch, a marker's alt text), in the page's language. Added right
+    after the map, before the other controls, so the zoom buttons stay on top."""
+
+    _template = Template("""
+{% macro script(this, kwargs) %}
+(function (map, words) {
+  if (map.attributionControl) map.attributionControl.setPrefix("Leaflet");
+  {%- if this.zoom %}
+  L.control.zoom({position: "topleft", zoomInTitle: words.zoom_in,
+                  zoomOutTitle: words.zoom_out}).addTo(map);
+  {%- endif %}
+  L.control.scale({metric: true, imperial: false}).addTo(map);
+  L.Marker.prototype.options.alt = words.marker;
+  // What "locate me" says once it has found the phone (the control's default, set
+  // before the control below is made).
+  if (L.Control.Locate) L.Control.Locate.prototype.options.strings.popup = words.locate_popup;
+  // The layer switch is made later in this script, with its title fixed in English.
+  setTimeout(function () {
+    var links = map.getContainer().querySelectorAll(".leaflet-control-layers-toggle");
+    for (var i = 0; i < links.length; i++) {
+      links[i].title = words.layers;
+      links[i].setAttribute("aria-label", words.layers);
+    }
+  }, 0);
+})({{ this._parent.get_name() }}, {{ this.words_json }});
+{% endmacro %}
+""")
+
+    def __init__(self, locale: str, zoom: bool = True):
+        super().__init__()
+        self._name = "MapControls"
+        self.zoom = zoom
+        words = {k: _cl(k, locale) for k in ("zoom_in", "zoom_out", "layers", "marker",
+                                             "locate_popup")}
+        # ensure_ascii + "</" escaped: the JSON cannot close the surrounding <script>.
+        self.words_json = json.dumps(words, ensure_ascii=True).replace("</", "<\\/")
+
+
+def base_map(bounds, tiles: TileConfig, *, zoom_control: bool = True,
+             locale: str = "zh") -> folium.Map:
     """An empty map fitted to ``bounds`` (minx, miny, maxx, maxy, WGS-84) with the tile
-    source, a scale bar, full screen and 'locate me'."""
+    source, a scale bar (metric), full screen and 'locate me', every control in the
+    page's language (``locale``)."""
     minx, miny, maxx, maxy = bounds
     if tiles.datum == "gcj02":
         from gis.gcj02 import wgs84_to_gcj02
@@ -269,16 +348,19 @@ def base_map(bounds, tiles: TileConfig, *, zoom_control: bool = True) -> folium.
         (minx, maxx), (miny, maxy) = wgs84_to_gcj02(np.array([minx, maxx]),
                                                     np.array([miny, maxy]))
     m = folium.Map(location=[(miny + maxy) / 2, (minx + maxx) / 2], zoom_start=14,
-                   tiles=None, control_scale=True, zoom_control=zoom_control)
+                   tiles=None, control_scale=False, zoom_control=False)
+    MapControls(locale, zoom=zoom_control).add_to(m)
     if tiles.layers:
         add_to_map(tiles, m)
     # Leaflet needs a maxZoom on the map itself when there is no tile layer (marker
     # clusters refuse to start without one).
     m.options["maxZoom"] = 19
     m.fit_bounds([[miny, minx], [maxy, maxx]])
-    Fullscreen(position="topleft").add_to(m)
+    Fullscreen(position="topleft", title=_cl("fullscreen", locale),
+               title_cancel=_cl("fullscreen_exit", locale)).add_to(m)
     LocateControl(auto_start=False, position="topleft",
-                  strings={"title": "定位 / Locate me"}).add_to(m)
+                  strings={"title": _cl("locate", locale), "metersUnit": _cl("meters", locale),
+                           "outsideMapBoundsMsg": _cl("outside", locale)}).add_to(m)
     return m
 
 
@@ -399,7 +481,7 @@ def overview_map(grids, layers: dict, ch: Choropleth, *, tiles: TileConfig,
     (one versioned, cacheable file per layer), the grids are styled from a table of
     ``code → [colour, value, open, total]`` embedded here."""
     bounds = tuple(grids.total_bounds)
-    m = base_map(bounds, tiles)
+    m = base_map(bounds, tiles, locale=locale)
     ch.bins = classify(grids[ch.column], scheme=ch.scheme)
     ch.lows = class_lows(grids[ch.column], ch.bins)
     colours = class_colours(grids[ch.column], ch.bins, ch.better)
@@ -479,7 +561,7 @@ def area_map(area_row, level: str, children, cases: list[dict], *, tiles: TileCo
     import geopandas as gpd
 
     gdf = gpd.GeoDataFrame([area_row], geometry="geometry", crs="EPSG:4326")
-    m = base_map(tuple(gdf.total_bounds), tiles)
+    m = base_map(tuple(gdf.total_bounds), tiles, locale=locale)
     frame, _ = _display(gdf, tiles)
     folium.GeoJson(
         feature_collection(frame, ["code", "name"], precision=6, text=html_text,
@@ -508,7 +590,7 @@ def point_map(lon: float, lat: float, title: str, *, tiles: TileConfig,
     for g in shown.values():
         gx0, gy0, gx1, gy1 = g.total_bounds
         x0, y0, x1, y1 = min(x0, gx0), min(y0, gy0), max(x1, gx1), max(y1, gy1)
-    m = base_map((x0, y0, x1, y1), tiles)
+    m = base_map((x0, y0, x1, y1), tiles, locale=locale)
     for level, gdf in shown.items():
         _outline_layer(m, gdf, level, locale, tiles, None)
     if tiles.datum == "gcj02":
@@ -603,10 +685,10 @@ def planner_legend_html(hot, clusters, locale: str) -> str:
                                                    k=int(c_attrs.get("min_cases", 5)))
         rows.append(f'<div class="legend-row"><span class="swatch" style="background:'
                     f'{CLUSTER}66;border:2px solid {CLUSTER}"></span>{html_text(text)}</div>')
-    return (f'<div id="hotspot-legend" class="map-legend" data-confidence="{conf:g}" '
-            'style="left:10px;right:auto;bottom:52px;max-width:19rem">'
-            f'<div class="legend-title">{html_text(_pl("hotspots", locale))}</div>'
-            + "".join(rows) + "</div>")
+    return (f'<details id="hotspot-legend" class="map-legend map-legend-left" '
+            f'data-confidence="{conf:g}" open>'
+            f'<summary class="legend-title">{html_text(_pl("hotspots", locale))}</summary>'
+            + "".join(rows) + "</details>" + _collapse_on_phones("hotspot-legend"))
 
 
 def planner_map(grids, hotspots_gdf, clusters_gdf, layers: dict, *, tiles: TileConfig,
@@ -652,7 +734,7 @@ def planner_map(grids, hotspots_gdf, clusters_gdf, layers: dict, *, tiles: TileC
     bounds = tuple(grids.total_bounds)
     extent = max(bounds[2] - bounds[0], bounds[3] - bounds[1])
     fit = tuple(shapely.bounds(focus)) if focus is not None else bounds
-    m = base_map(fit, tiles)
+    m = base_map(fit, tiles, locale=locale)
 
     # -- the choropleth, with each grid's Gi* result in its tooltip
     ch.bins = classify(grids[ch.column], scheme=ch.scheme)

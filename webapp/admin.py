@@ -132,10 +132,12 @@ def index():
 def add_org():
     """Add an organisation."""
     web_user("admin")
+    name = request.form.get("name", "")
     try:
-        hemei().accounts.add_org(request.form.get("name", ""), request.form.get("kind", ""))
+        hemei().accounts.add_org(name, request.form.get("kind", ""))
     except (InvalidInput, Conflict) as err:
         return _refused(err)
+    flash(gettext("The organisation %(name)s is added.", name=name.strip()), "admin-ok")
     return redirect(url_for("admin.index"))
 
 
@@ -148,15 +150,16 @@ def add_user():
     h = hemei()
     try:
         org = _org_id(f.get("org_id"))
-        h.accounts.add_user(f.get("username", ""), f.get("role", ""),
-                            password=f.get("password") or None,
-                            display_name=f.get("display_name") or None,
-                            grids=f.getlist("grids"), org_id=org,
-                            area_code=f.get("area_code") or None,
-                            known_grids=set(h.layers["grid"]["code"]),
-                            known_areas={code for _, code, _ in _areas()})
+        user = h.accounts.add_user(f.get("username", ""), f.get("role", ""),
+                                   password=f.get("password") or None,
+                                   display_name=f.get("display_name") or None,
+                                   grids=f.getlist("grids"), org_id=org,
+                                   area_code=f.get("area_code") or None,
+                                   known_grids=set(h.layers["grid"]["code"]),
+                                   known_areas={code for _, code, _ in _areas()})
     except (InvalidInput, Conflict) as err:
         return _refused(err)
+    flash(gettext("The account %(name)s is added.", name=user.username), "admin-ok")
     return redirect(url_for("admin.index"))
 
 
@@ -166,13 +169,14 @@ def assign(user_id: int):
     staff keep an organisation)."""
     web_user("admin")
     h = hemei()
-    h.accounts.get(user_id)  # NotFound (404) for an unknown user
+    user = h.accounts.get(user_id)  # NotFound (404) for an unknown user
     try:
         org = _org_id(request.form.get("org_id"))
         h.accounts.assign(user_id, request.form.getlist("grids"), org,
                           known_grids=set(h.layers["grid"]["code"]))
     except InvalidInput as err:
         return _refused(err)
+    flash(gettext("The assignment of %(name)s is saved.", name=user.username), "admin-ok")
     return redirect(url_for("admin.index"))
 
 

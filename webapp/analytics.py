@@ -1025,7 +1025,9 @@ def _charts(f: dict, frame: pd.DataFrame, locale: str, link_args: dict) -> dict:
     trend = charts.weekly_trend(
         weeks, title=_("Cases per week"), reported_label=_("New reports"),
         closed_label=_("Closures"), period_label=_("Chosen period"),
-        empty_label=_("No cases"), links=week_link)
+        empty_label=_("No cases"), links=week_link,
+        link_label=lambda what, week, n: _("%(what)s, week of %(date)s: %(num)d", what=what,
+                                           date=f"{week:%Y-%m-%d}", num=n))
 
     in_period = frame[_in(frame["created_at"], period.start, period.end)]
     counts = in_period["category"].value_counts()
@@ -1038,7 +1040,9 @@ def _charts(f: dict, frame: pd.DataFrame, locale: str, link_args: dict) -> dict:
             for c in codes]
     highlight = codes.index(f["category"]) if f["category"] in codes else None
     by_category = charts.category_breakdown(
-        bars, title=_("Cases by category"), empty_label=_("No cases"), highlight=highlight)
+        bars, title=_("Cases by category"), empty_label=_("No cases"), highlight=highlight,
+        link_label=lambda name, n: _("%(category)s, cases reported: %(num)d", category=name,
+                                     num=n))
 
     days = charts.close_days(frame, period.start, period.end)
 
@@ -1048,7 +1052,9 @@ def _charts(f: dict, frame: pd.DataFrame, locale: str, link_args: dict) -> dict:
     close = charts.time_to_close(
         days, title=_("Time to close"), xlabel=_("Days from report to closure"),
         ylabel=_("Cases closed"), median_label=_("median %(days)s days", days="{days}"),
-        empty_label=_("No case was closed in this period"), links=days_link)
+        empty_label=_("No case was closed in this period"), links=days_link,
+        link_label=lambda lo, hi, n: _("Closed in %(lo)s to %(hi)s days: %(num)d cases",
+                                       lo=f"{lo:g}", hi=f"{hi:g}", num=n))
     return {"trend": trend, "categories": by_category, "close": close,
             "weeks": weeks, "n_closed": len(days),
             "median_days": float(np.median(days)) if len(days) else None,

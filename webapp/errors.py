@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import jsonify, render_template, request
-from flask_babel import gettext
+from flask_babel import gettext, ngettext
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from gis.errors import HemeiError
+from webapp.i18n import get_locale
+
+#: Chinese characters: a message that has them is written for the reader already.
+_CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def _wants_json() -> bool:
@@ -16,7 +22,19 @@ def _wants_json() -> bool:
 
 def _headline(status: int) -> str:
     """What an error page says first, in the page's language (the domain's own message,
-    in English, follows as the detail)."""
+    in English, follows as the detail: see ``error.html``)."""
+    if status == 413:
+        # The limits themselves, in the page's language: the English detail is folded
+        # away on a Chinese page, and the reader has to know what to send instead.
+        from flask import current_app
+
+        from gis.photos import MAX_PHOTOS
+
+        mb = current_app.config["HEMEI"].get("MAX_PHOTO_MB")
+        return ngettext("The upload is too large: at most %(num)d photo of at most "
+                        "%(mb)s MB.",
+                        "The upload is too large: at most %(num)d photos, each at most "
+                        "%(mb)s MB.", MAX_PHOTOS, mb=f"{float(mb):g}")
     return {
         400: gettext("Something in the request is not right."),
         401: gettext("Please log in first."),
@@ -35,8 +53,13 @@ def _headline(status: int) -> str:
 
 
 def _page(status: int, message: str, field: str | None = None):
+    """The error page: the headline in the page's language, then the message. A message
+    with no Chinese in it on a Chinese page is the domain's English detail: the page folds
+    it away under "technical information" (support staff can still open it)."""
     return render_template("error.html", status=status, headline=_headline(status),
-                           message=message, field=field), status
+                           message=message, field=field,
+                           technical=bool(message) and get_locale() != "en"
+                           and not _CJK.search(message)), status
 
 
 def error_response(err: HemeiError):

@@ -77,7 +77,7 @@ from gis.workflow import (
     geodesic_m,
 )
 from webapp.auth import web_user
-from webapp.i18n import BEIJING, get_locale, local_time
+from webapp.i18n import BEIJING, actor_label, get_locale, local_time
 
 bp = Blueprint("field", __name__, url_prefix="/m")
 
@@ -162,6 +162,8 @@ FIELD_HINTS = {
 #: Errors whose hint says all the reader needs: the (English) detail is left off a
 #: Chinese page.
 WHOLE_HINTS = {"conflict", "outside_jurisdiction", "not_found"}
+#: Fields the forms offer as a list to choose from: a refused value gets the hint alone.
+CHOICE_FIELDS = {"category", "kind", "assignee_org"}
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -209,6 +211,11 @@ def message(err: HemeiError) -> dict[str, str]:
         hint = ERROR_HINTS.get(err.code) or FIELD_HINTS.get(err.field or "")
         if hint is None or isinstance(err, Told) or _CJK.search(err.message):
             text = err.message
+        elif (err.field in CHOICE_FIELDS and hint is FIELD_HINTS.get(err.field)) or (
+                err.message.endswith(" is required")):
+            # A missing value, or a choice from a list: the hint says it all (the gis
+            # message would list internal codes, in English).
+            text = tr(hint)
         elif err.code in WHOLE_HINTS and get_locale() == "zh":
             text = tr(hint)
         else:
@@ -384,6 +391,19 @@ def _render_report(errors: dict | None = None, status: int = 200, duplicates=Non
                            maxPhotos=MAX_PHOTOS)), status
 
 
+def _missing_report_fields(form) -> dict[str, str]:
+    """Every required field of the report form left empty (or a category not in the
+    list), each with its message, so the reporter sees them all at once."""
+    missing = {}
+    if not form.get("lon") and not form.get("lat"):
+        missing["lon"] = gettext("No location yet: locate the phone or tap the map")
+    if (form.get("category") or "") not in load_catalogue():
+        missing["category"] = tr(FIELD_HINTS["category"])
+    if not (form.get("description") or "").strip():
+        missing["description"] = tr(FIELD_HINTS["description"])
+    return missing
+
+
 @bp.route("/report", methods=["GET", "POST"])
 def report():
     """Report a case on the spot. Before saving, open cases of the same category within
@@ -398,13 +418,13 @@ def report():
         return _render_report()
     form = request.form
     h = hemei()
+    missing = _missing_report_fields(form)
+    if missing:
+        return _render_report(missing, 400)
     try:
         photos = _photos_from_request()
         payload = {"category": form.get("category"), "description": form.get("description"),
                    "lon": form.get("lon"), "lat": form.get("lat"), "source": "patrol"}
-        if not payload["lon"] and not payload["lat"]:
-            raise Told(gettext("No location yet: locate the phone or tap the map"),
-                       field="lon")
         if form.get("confirm_new") != "1":
             lon, lat = check_lon_lat(payload["lon"], payload["lat"])
             get_category(payload["category"])
@@ -573,7 +593,11 @@ def _history(case: Case, staff: bool) -> list[dict]:
         data = ev.get("data") or {}
         if ev["kind"] == "transition":
             what = (f"{status_label(ev['from'], locale)} → {status_label(ev['to'], locale)}"
-                    if ev["from"] else status_label(ev["to"], locale))
+                    if ev["from"] and ev["from"] != ev["to"] else status_label(ev["to"], locale))
+        elif ev["kind"] == "evaluation":
+            what = gettext("Residents' evaluation: %(verdict)s",
+                           verdict=gettext("Satisfied") if data.get("verdict") == "satisfied"
+                           else gettext("Not satisfied"))
         else:
             what = tr(EVENT_KINDS[ev["kind"]]) if ev["kind"] in EVENT_KINDS else ev["kind"]
         extra = []
@@ -606,7 +630,7 @@ def _history(case: Case, staff: bool) -> list[dict]:
         if data.get("photos"):
             extra.append(ngettext("%(num)d photo", "%(num)d photos", len(data["photos"])))
         out.append({"at": ev["at"], "what": what, "note": ev["note"], "extra": extra,
-                    "actor": ev["actor"] if staff else None, "kind": ev["kind"],
+                    "actor": actor_label(ev["actor"]) if staff else None, "kind": ev["kind"],
                     "far": bool(data.get("far"))})
     return out
 

@@ -76,6 +76,28 @@ def get_locale() -> str:
     return g.locale
 
 
+#: Actors the system itself writes into a case's history (stored as they are, in
+#: Chinese): the English message each is shown as, translated by the catalogs.
+def N_(message: str) -> str:
+    """Mark ``message`` for ``pybabel extract`` without translating it (yet)."""
+    return message
+
+
+SYSTEM_ACTORS: dict[str, str] = {
+    # Translators: who made a step of a case's history: a resident (no account).
+    "居民": N_("Resident"),
+}
+
+
+def actor_label(actor: str | None) -> str:
+    """Who made a step of a case's history, for display: a system actor (the resident,
+    stored as "居民") in the page's language, a person's name as it is. The stored data
+    keep the stored actor. The ``actor`` filter in templates."""
+    if actor in SYSTEM_ACTORS:
+        return gettext(SYSTEM_ACTORS[actor])
+    return actor or ""
+
+
 def babel_locale() -> str:
     """Flask-Babel's locale selector: the Babel locale of :func:`get_locale`."""
     return LOCALES[get_locale()]
@@ -89,6 +111,7 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
     Babel(app, locale_selector=babel_locale)
     app.jinja_env.filters["local"] = local_time
+    app.jinja_env.filters["actor"] = actor_label
 
 
 #: Deprecated: the old ``t('key')`` keys and the English message each one became. Only for

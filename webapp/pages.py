@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import urlencode
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user
 
 from gis import maps
 from gis.cases import Case, status_label, utcnow
@@ -60,9 +70,23 @@ def remember_language(resp):
     return resp
 
 
+def lang_href(code: str, args=None) -> str:
+    """The language switch's link: the current page in language ``code``. A relative URL
+    of only a query string, so the browser keeps the path; every query parameter but
+    ``lang`` is kept (``/?metric=overdue&period=90d`` stays that map, ``/search?q=…`` keeps
+    its results). ``args`` (a mapping or pairs) replaces the request's parameters, for a
+    cached page whose link must not depend on parameters its cache key ignores."""
+    if args is None:
+        pairs = list(request.args.items(multi=True))
+    else:
+        pairs = list(args.items() if hasattr(args, "items") else args)
+    return "?" + urlencode([("lang", code)] + [(k, v) for k, v in pairs
+                                               if k != "lang" and v is not None])
+
+
 @bp.app_context_processor
 def inject_i18n():
-    return {"t": t, "locale": get_locale()}
+    return {"t": t, "locale": get_locale(), "lang_href": lang_href}
 
 
 def _case_options(locale: str) -> dict:
@@ -93,7 +117,7 @@ def overview():
                            f"{', '.join(maps.SCHEMES)}", field="scheme")
     now = utcnow()
     key = ("overview", metric_key, period.key, period.end.strftime("%Y%m%d%H"), scheme, locale,
-           tiles().kind, h.store.data_version())
+           tiles().kind, h.store.data_version(), _account_links())
 
     def render() -> str:
         metric = METRICS[metric_key]
@@ -115,9 +139,31 @@ def overview():
             "overview.html", map=_render(m), metrics=METRICS, metric=metric,
             metric_key=metric_key, period=period, periods=PERIODS, scheme=scheme,
             schemes=maps.SCHEMES, n_grids=len(grids), n_open=open_total,
-            search_names=_search_names(), generated=now)
+            search_names=_search_names(), generated=now,
+            # The page is cached by these three: its language link keeps only them.
+            lang_args=[(k, request.args.get(k)) for k in ("metric", "period", "scheme")
+                       if request.args.get(k)])
 
+    if _flash_pending():
+        # A message for this visitor only (logged out …): rendered for them, not cached.
+        return respond(PageCache(size=1).get_or_render(key, render))
     return respond(current_app.extensions["hemei_pages"].get_or_render(key, render))
+
+
+def _account_links() -> str:
+    """Which account links the page header shows (base.html): part of a cached page's
+    key, so one visitor's links are never served to another."""
+    if not (current_user and current_user.is_authenticated):
+        return "anonymous"
+    return "planner" if current_user.role in ("admin", "planner", "grid_worker") else "staff"
+
+
+def _flash_pending() -> bool:
+    """Whether the session holds a flashed message (without opening a session that
+    the request does not carry)."""
+    if not request.cookies.get(current_app.config.get("SESSION_COOKIE_NAME", "session")):
+        return False
+    return bool(session.get("_flashes"))
 
 
 def _layers_version() -> str:

@@ -179,6 +179,8 @@ def report(compound: str):
                     {"Retry-After": str(_retry_after(err))})
         photos = [f.read() for f in request.files.getlist("photos") if f.filename]
         description = _form_text(form.get("description"))
+        if (form.get("category") or "") not in cats:
+            errors["category"] = gettext("Please choose the type of problem")
         if not description:
             errors["description"] = gettext("Please describe the problem")
         elif len(description) > MAX_DESCRIPTION:

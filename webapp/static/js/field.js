@@ -32,6 +32,13 @@
     });
   }
 
+  // Leaflet's own words (zoom buttons, a marker's alt text) in the page's language.
+  if (window.L) {
+    L.Control.Zoom.prototype.options.zoomInTitle = msg("zoomIn");
+    L.Control.Zoom.prototype.options.zoomOutTitle = msg("zoomOut");
+    L.Marker.prototype.options.alt = msg("markerAlt");
+  }
+
   function config(el) {
     try { return JSON.parse(el.getAttribute("data-config") || "{}"); } catch (e) { return {}; }
   }
@@ -340,7 +347,7 @@
   function casePage(mapEl) {
     var cfg = config(mapEl), c = cfg["case"];
     var map = makeMap(mapEl, cfg, {center: c, zoom: 17});
-    L.marker(c, {title: msg("caseMarker")}).addTo(map);
+    L.marker(c, {title: msg("caseMarker"), alt: msg("caseMarker")}).addTo(map);
     (cfg.lines || []).forEach(function (line) {
       L.polyline(line.map(function (p) { return [p[1], p[0]]; }),
                  {color: "#2e7d32", weight: 5, opacity: 0.8}).addTo(map);
