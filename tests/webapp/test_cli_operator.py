@@ -15,12 +15,9 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +27,7 @@ from click.testing import CliRunner
 
 from gis import schema
 from tests.conftest import DEMO_CASES, PG_URL_ENV, REPO
+from tests.served import free_port, production_server
 
 HEMEI = [sys.executable, "-m", "webapp.cli"]
 
@@ -44,11 +42,6 @@ def run(args, instance: Path, **env) -> subprocess.CompletedProcess:
     return subprocess.run(HEMEI + list(args), env=_env(instance, **env), cwd=REPO,
                           capture_output=True, text=True, timeout=180)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _one_error_line(r: subprocess.CompletedProcess) -> str:
@@ -108,7 +101,7 @@ def test_upgrade_sql_of_an_up_to_date_postgis_database_is_still_sql(tmp_path):
 
 # -- a database that cannot be reached: where its URL came from --------------------------
 def _unreachable() -> str:
-    return f"postgresql+psycopg://hemei:wrong-pw-4711@127.0.0.1:{_free_port()}/hemei"
+    return f"postgresql+psycopg://hemei:wrong-pw-4711@127.0.0.1:{free_port()}/hemei"
 
 
 @pytest.mark.parametrize("command", [["user", "list"], ["db", "current"]])
@@ -234,41 +227,13 @@ def test_serve_for_development_keeps_the_demo_cases(tmp_path, monkeypatch):
 @pytest.mark.skipif(sys.platform == "win32", reason="gunicorn needs a Unix")
 def test_serve_production_on_a_fresh_instance_serves_no_cases(tmp_path):
     inst = tmp_path / "fresh"
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     env = _env(inst, HEMEI_TILES="none", PYTHONUNBUFFERED="1")
-    log = (tmp_path / "server.log").open("w+", encoding="utf-8")
-    proc = subprocess.Popen(
-        HEMEI + ["serve", "--production", "--workers", "1", "--host", "127.0.0.1",
-                 "--port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"the server exited with {proc.returncode}"
-            assert time.monotonic() < deadline, "/healthz did not answer within 120s"
-            try:
-                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        issues = requests.get(f"{base}/api/v1/issues", timeout=10)
+    with production_server(env, tmp_path / "server.log", timeout=120) as served:
+        issues = requests.get(f"{served.base}/api/v1/issues", timeout=10)
         assert issues.status_code == 200, issues.text
         assert issues.json()["numberMatched"] == 0
-        assert requests.get(f"{base}/readyz", timeout=10).status_code == 200  # layers
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # gunicorn: graceful shutdown
-        try:
-            rc = proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-            raise AssertionError("gunicorn did not stop within 20s of SIGTERM") from None
-        log.seek(0)
-        output = log.read()
-        log.close()
-    assert rc == 0, output
+        assert requests.get(f"{served.base}/readyz", timeout=10).status_code == 200
+    output = served.output
+    assert served.rc == 0, output
     note = [line for line in output.splitlines() if line.startswith("first run")]
     assert len(note) == 1 and "hemei import-shapes" in note[0], output

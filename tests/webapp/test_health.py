@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import REPO, _copy_instance
+from tests.conftest import _copy_instance
+from tests.served import production_server
 
 
 def test_healthz_is_ok_without_the_database(app, public_client, monkeypatch):
@@ -119,41 +117,14 @@ def test_access_log_is_off_by_default(app, public_client, capsys):
 
 
 # -- hemei serve --production ----------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server exited with {proc.returncode}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {timeout}s")
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="gunicorn needs a Unix")
 def test_serve_production_runs_gunicorn_workers(seeded_template, tmp_path):
     inst = _copy_instance(seeded_template, tmp_path / "instance")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "HEMEI_INSTANCE": str(inst), "HEMEI_TILES": "none",
            "PYTHONUNBUFFERED": "1"}
     env.pop("HEMEI_DATABASE_URL", None)
-    log = (tmp_path / "server.log").open("w+", encoding="utf-8")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "webapp.cli", "serve", "--production", "--workers", "2",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_for(f"{base}/healthz", proc)
+    with production_server(env, tmp_path / "server.log", workers=2) as served:
+        base = served.base
         assert requests.get(f"{base}/", timeout=10).status_code == 200
         # As a local nginx forwards a client (127.0.0.1 is a trusted proxy by default).
         assert requests.get(f"{base}/healthz", timeout=10, headers={
@@ -170,20 +141,9 @@ def test_serve_production_runs_gunicorn_workers(seeded_template, tmp_path):
                                  range(16))
                 pids |= {r.json()["pid"] for r in batch}
         assert len(pids) == 2, pids
-        assert proc.pid not in pids  # the master only forks; workers answer
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # gunicorn: graceful shutdown
-        try:
-            rc = proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-            raise AssertionError("gunicorn did not stop within 20s of SIGTERM") from None
-        log.seek(0)
-        output = log.read()
-        log.close()
-    assert rc == 0, output
+        assert served.proc.pid not in pids  # the master only forks; workers answer
+    output = served.output
+    assert served.rc == 0, output
     access = [json.loads(s) for s in output.splitlines() if s.startswith('{"ts"')]
     assert {"method": "GET", "path": "/readyz", "status": 200} in [
         {k: x[k] for k in ("method", "path", "status")} for x in access]
