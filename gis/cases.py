@@ -135,6 +135,29 @@ def report_fingerprint(payload: object, photos: list[bytes] = ()) -> str:
     return h.hexdigest()
 
 
+#: Tracking codes are read off a phone and typed back: Crockford's base-32 alphabet (no I,
+#: L, O or U), upper case, in groups of four. Twenty characters: 100 random bits.
+TRACKING_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_TRACKING_LOOKALIKES = str.maketrans({"O": "0", "I": "1", "L": "1"})
+
+
+def new_tracking_code() -> str:
+    """A new resident tracking code, e.g. ``K7Q9-M2XD-4HPR-W3NB-8C5T`` (100 random bits:
+    it cannot be guessed)."""
+    import secrets
+
+    raw = "".join(secrets.choice(TRACKING_ALPHABET) for _ in range(20))
+    return "-".join(raw[i:i + 4] for i in range(0, 20, 4))
+
+
+def normalise_tracking_code(text: str) -> str:
+    """A tracking code as typed (any case, spaces or dashes anywhere, O for 0, I or L for
+    1) in its stored form. Codes made before this alphabet (mixed-case base64) are found
+    as typed (:meth:`gis.storage.SqlCaseStore.find_by_tracking_code` tries both)."""
+    raw = "".join(ch for ch in text.upper() if ch.isalnum()).translate(_TRACKING_LOOKALIKES)
+    return "-".join(raw[i:i + 4] for i in range(0, len(raw), 4))
+
+
 def utcnow() -> datetime:
     """Naive UTC now: all stored timestamps are naive UTC."""
     return datetime.now(UTC).replace(tzinfo=None)

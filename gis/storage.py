@@ -713,9 +713,14 @@ class SqlCaseStore(CaseStore):
 
     def find_by_tracking_code(self, code: str) -> Case:
         """The case with this resident tracking code; ``NotFound`` otherwise."""
+        from gis.cases import normalise_tracking_code
+
+        # As typed (codes of the old mixed-case alphabet), or as the resident meant it
+        # (lower case, without dashes, O for 0 …): one query either way.
+        candidates = {code, normalise_tracking_code(code)} - {""}
         with self._read() as conn:
             cid = conn.execute(sa.select(cases.c.id)
-                               .where(cases.c.tracking_code == code)).scalar()
+                               .where(cases.c.tracking_code.in_(candidates))).scalar()
         if cid is None:
             raise NotFound("no case with that tracking code", field="tracking_code")
         return self.get_case(cid)

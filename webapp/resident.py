@@ -6,14 +6,13 @@ from __future__ import annotations
 import io
 import math
 import re
-import secrets
 import unicodedata
 
 import segno
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 from flask_babel import gettext, ngettext
 
-from gis.cases import MAX_DESCRIPTION, status_label
+from gis.cases import MAX_DESCRIPTION, new_tracking_code, status_label
 from gis.catalogue import load_catalogue
 from gis.errors import (
     Conflict,
@@ -28,7 +27,9 @@ from webapp.i18n import get_locale
 from webapp.ratelimit import RateLimiter
 
 bp = Blueprint("resident", __name__)
-TRACKING = re.compile(r"^[A-Za-z0-9_-]{16}$")
+# What may be a tracking code, before the database is asked: the old mixed-case codes (16
+# characters of base64url) and the new ones (gis.cases.new_tracking_code) however typed.
+TRACKING = re.compile(r"^[A-Za-z0-9_ -]{16,40}$")
 MAX_PHONE_CHARS = 30
 
 _PHONE_CHARS = re.compile(r"[0-9 ()\-]+")
@@ -206,7 +207,7 @@ def report(compound: str):
                 p = row.geometry.representative_point()
                 payload["lon"], payload["lat"] = round(p.x, 7), round(p.y, 7)
             name = (form.get("name") or "").strip()[:100] or None
-            code = secrets.token_urlsafe(12)  # 96 random bits: cannot be guessed
+            code = new_tracking_code()  # 100 random bits, easy to read back
             hemei().report(payload, actor="居民", photos=photos, compound=compound,
                            extra={"tracking_code": code, "reporter_name": name,
                                   "reporter_phone": phone})
@@ -238,6 +239,16 @@ def _steps(case) -> dict:
     summary = [e for e in case.history if e["to"] == "closed" and evals]
     return {"evaluate": evals, "rectify": rectified, "feedback": feedback,
             "summarise": summary}
+
+
+@bp.get("/t")
+def find_by_code():
+    """The tracking-code box on the report page: to the case's page, the code as typed
+    (any case, spaces or dashes; the look-up forgives them)."""
+    code = (request.args.get("code") or "").strip()
+    if not TRACKING.match(code):
+        raise NotFound("no case with that tracking code", field="code")
+    return redirect(url_for("resident.track", code=code))
 
 
 @bp.route("/t/<code>", methods=["GET", "POST"])

@@ -18,7 +18,8 @@ COMPOUND = "451102003001C01"  # 厦良新村小区, in one of gw's grids (厦良
 OTHER_COMPOUND = "451102003001C06"  # 香槟城小区, same community
 PHONE = "13800138000"
 STAFF_NAMES = ("王网格", "张师傅", "管理员")
-TRACKING = re.compile(r"^[A-Za-z0-9_-]{16}$")
+# Crockford's base 32 (no I, L, O, U) in five groups of four: read off a phone, typed back.
+TRACKING = re.compile(r"^([0-9A-HJKMNP-TV-Z]{4}-){4}[0-9A-HJKMNP-TV-Z]{4}$")
 
 
 def csrf_token(resp) -> str:
@@ -63,6 +64,43 @@ def tracking_code(resp) -> str:
     m = re.search(r"/t/([^/?]+)\?new=1$", resp.headers["Location"])
     assert m, resp.headers["Location"]
     return m.group(1)
+
+
+def test_a_tracking_code_is_found_however_it_is_typed(public_client, hemei):
+    code = tracking_code(submit(public_client))
+    case = hemei.store.find_by_tracking_code(code)
+    # Lower case, without dashes, with spaces, O for 0 and I or L for 1: the same case.
+    typed = code.lower().replace("-", " ").replace("0", "o").replace("1", "l")
+    assert hemei.store.find_by_tracking_code(typed).id == case.id
+    r = public_client.get("/t/" + code.replace("-", "").lower())
+    assert r.status_code == 200 and case.title in r.get_data(as_text=True)
+    assert public_client.get("/t/" + code[:-1] + "*").status_code == 404
+
+
+def test_the_report_page_takes_a_tracking_code_to_its_case(public_client, hemei):
+    code = tracking_code(submit(public_client))
+    page = public_client.get(f"/r/{COMPOUND}").get_data(as_text=True)
+    assert 'id="find-by-code"' in page and 'action="/t"' in page
+    r = public_client.get("/t", query_string={"code": " " + code.lower() + " "})
+    assert r.status_code == 302
+    assert public_client.get(r.headers["Location"]).status_code == 200
+    assert public_client.get("/t", query_string={"code": "<script>"}).status_code == 404
+    assert public_client.get("/t").status_code == 404
+
+
+def test_a_code_of_the_old_alphabet_is_still_found_as_written(hemei, public_client):
+    # Codes given out before (mixed-case base64): exact, case and all.
+    from gis.cases import NewCase
+    from gis.errors import NotFound
+
+    lon, lat = point_in(hemei, COMPOUND)
+    case = hemei.store.create_case(
+        NewCase(category="road_damage", lon=lon, lat=lat, description="旧码", title="旧码"),
+        hemei.locator.locate(lon, lat), None, extra={"tracking_code": "aB3_x-Yz9QwErT0p"})
+    assert hemei.store.find_by_tracking_code("aB3_x-Yz9QwErT0p").id == case.id
+    assert public_client.get("/t/aB3_x-Yz9QwErT0p").status_code == 200
+    with pytest.raises(NotFound):
+        hemei.store.find_by_tracking_code("ab3_x-yz9qwert0p")
 
 
 # --------------------------------------------------------------------------- QR codes
@@ -140,7 +178,7 @@ def test_a_report_creates_a_case_in_that_compound(public_client, hemei):
     n = case_count(hemei)
     r = submit(public_client, lon=str(lon), lat=str(lat), name="刘阿姨", phone=PHONE)
     code = tracking_code(r)
-    assert TRACKING.match(code) and len(code) == 16
+    assert TRACKING.match(code)
     case = hemei.store.find_by_tracking_code(code)
     assert case_count(hemei) == n + 1
     assert case.compound_code == COMPOUND and case.community_code == "451102003001"

@@ -356,7 +356,7 @@ def test_one_case_through_its_whole_life(app, people, auth):
         "description": "3栋门前人行道塌陷，老人容易绊倒", "lon": f"{p.x:.7f}",
         "lat": f"{p.y:.7f}", "name": "刘阿姨", "phone": "13800138000"})
     assert r.status_code == 302
-    code = re.search(r"/t/([A-Za-z0-9_-]{16})", r.headers["Location"]).group(1)
+    code = re.search(r"/t/([0-9A-Z-]{24})", r.headers["Location"]).group(1)
     cid = h.store.find_by_tracking_code(code).id
 
     def move(who, to, **body):
@@ -577,7 +577,7 @@ def test_evaluation_and_a_close_at_the_same_moment_leave_nothing_half_written(ap
     r = resident.post(f"/r/{XIALIANG_COMPOUND}", data={
         "csrf_token": csrf_token(page), "category": "street_light",
         "description": "路灯不亮"})
-    code = re.search(r"/t/([A-Za-z0-9_-]{16})", r.headers["Location"]).group(1)
+    code = re.search(r"/t/([0-9A-Z-]{24})", r.headers["Location"]).group(1)
     cid = h.store.find_by_tracking_code(code).id
     for to in ("filed", "in_progress", "resolved"):
         assert api.post(f"/api/v1/issues/{cid}/transitions", headers=auth("gw"),
