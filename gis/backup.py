@@ -296,12 +296,16 @@ def _integrity(conn: sqlite3.Connection, what: str) -> None:
         raise BackupError(f"{what} failed the integrity check: {'; '.join(rows[:5])}")
 
 
-def backup(url: str, out_path: str | os.PathLike) -> dict[str, int]:
+def backup(url: str, out_path: str | os.PathLike, *, force: bool = False) -> dict[str, int]:
     """Back up the database ``url`` names to ``out_path``; returns rows per table of the
-    copy (SQLite) or of the snapshot the dump was taken from (PostgreSQL)."""
+    copy (SQLite) or of the snapshot the dump was taken from (PostgreSQL). An existing
+    file is replaced only with ``force``: yesterday's good backup is not overwritten by a
+    mistyped name (the new file is written beside it and renamed only when complete)."""
     out = Path(out_path)
     if out.is_dir():
         raise BackupError(f"{out} is a folder; name the backup file")
+    if out.exists() and not force:
+        raise BackupError(f"{out} exists; name a new file, or add --force to replace it")
     if _backend(url) == "sqlite":
         return _backup_sqlite(_sqlite_path(url), out)
     return _backup_pg(url, out)

@@ -790,14 +790,16 @@ def _print_counts(verb: str, where: str, counts: dict[str, int], note: str = "")
 
 @main.command("backup")
 @click.argument("out", type=click.Path(dir_okay=False))
-def backup_cmd(out: str) -> None:
-    """Back up the database to OUT (SQLite: online backup; PostGIS: pg_dump). Photos
-    are files in the instance folder: back them up separately."""
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def backup_cmd(out: str, force: bool) -> None:
+    """Back up the database to OUT (SQLite: online backup; PostGIS: pg_dump). An
+    existing OUT is kept unless --force. Photos are files in the instance folder: back
+    them up separately."""
     from gis.backup import backup
 
     url = str(read_settings()["DATABASE_URL"])
     try:
-        counts = backup(url, out)
+        counts = backup(url, out, force=force)
     except HemeiError as err:
         _fail(err)
     _print_counts("backed up", f"to {out}", counts)

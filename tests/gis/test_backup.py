@@ -263,6 +263,13 @@ def test_backup_and_restore_commands(source, tmp_path):
     r = run(["backup", str(out)], source)
     assert r.returncode == 0, r.stderr
     assert "cases\t" in r.stdout and "backed up" in r.stderr and out.exists()
+    # A backup that is there is kept: a mistyped name must not replace yesterday's.
+    before = out.read_bytes()
+    again = run(["backup", str(out)], source)
+    assert again.returncode == 2 and again.stderr.startswith("error:")
+    assert "exists" in again.stderr and "--force" in again.stderr
+    assert out.read_bytes() == before
+    assert run(["backup", str(out), "--force"], source).returncode == 0
     fresh = tmp_path / "fresh"
     r = run(["restore", str(out)], fresh)
     assert r.returncode == 0, r.stderr
