@@ -98,6 +98,12 @@ def test_a_resident_reports_follows_and_evaluates(page_factory, live_server, api
     assert "/t/" in page.url and page.url.endswith("?new=1")
     code = page.url.split("/t/")[1].split("?")[0]
     assert page.locator("#tracking-code").inner_text() == code
+    # Copied down by hand: on one line, never broken inside a group.
+    rects = page.evaluate("""() => {
+        const r = document.createRange();
+        r.selectNodeContents(document.getElementById('tracking-code'));
+        return r.getClientRects().length; }""")
+    assert rects == 1, rects
     assert page.locator("#case-status").inner_text() == "已上报"
     assert steps_done(page) == []
     no_staff_names(page)
