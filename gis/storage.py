@@ -39,7 +39,15 @@ try:
 except ImportError:  # Windows: SQLite's busy handler alone
     fcntl = None
 
-from gis.cases import FINAL_STATUSES, OPEN_STATUSES, Case, NewCase, check_transition, utcnow
+from gis.cases import (
+    FINAL_STATUSES,
+    OPEN_STATUSES,
+    Case,
+    NewCase,
+    check_transition,
+    normalise_tracking_code,
+    utcnow,
+)
 from gis.errors import Conflict, InvalidInput, NotFound
 from gis.process import PerProcess
 
@@ -713,8 +721,6 @@ class SqlCaseStore(CaseStore):
 
     def find_by_tracking_code(self, code: str) -> Case:
         """The case with this resident tracking code; ``NotFound`` otherwise."""
-        from gis.cases import normalise_tracking_code
-
         # As typed (codes of the old mixed-case alphabet), or as the resident meant it
         # (lower case, without dashes, O for 0 …): one query either way.
         candidates = {code, normalise_tracking_code(code)} - {""}

@@ -16,6 +16,13 @@ from collections import OrderedDict
 from flask import Response, request
 
 
+def page_entry(html: str) -> tuple[str, bytes, bytes]:
+    """A rendered page as the cache keeps it (and :func:`respond` takes it): ``(etag, raw
+    bytes, gzip bytes)``."""
+    raw = html.encode("utf-8")
+    return hashlib.sha256(raw).hexdigest()[:32], raw, gzip.compress(raw, 6)
+
+
 class PageCache:
     """LRU of ``key → (etag, raw bytes, gzip bytes)``."""
 
@@ -32,8 +39,7 @@ class PageCache:
                 self._data.move_to_end(key)
                 self.hits += 1
                 return self._data[key]
-        html = render().encode("utf-8")
-        entry = (hashlib.sha256(html).hexdigest()[:32], html, gzip.compress(html, 6))
+        entry = page_entry(render())
         with self._lock:
             self.misses += 1
             self._data[key] = entry

@@ -21,7 +21,7 @@ from gis.cases import Case, status_label, utcnow
 from gis.catalogue import get_category, load_catalogue
 from gis.coverage import METRICS, parse_period, up_to_now
 from gis.errors import InvalidInput, NotFound
-from webapp.cache import PageCache, respond
+from webapp.cache import PageCache, page_entry, respond
 from webapp.i18n import get_locale, t
 
 bp = Blueprint("pages", __name__)
@@ -146,7 +146,7 @@ def overview():
 
     if _flash_pending():
         # A message for this visitor only (logged out …): rendered for them, not cached.
-        return respond(PageCache(size=1).get_or_render(key, render))
+        return respond(page_entry(render()))
     return respond(current_app.extensions["hemei_pages"].get_or_render(key, render))
 
 
