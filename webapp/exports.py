@@ -4,6 +4,8 @@ background and offered as a download when ready (poll the job)."""
 
 from __future__ import annotations
 
+import re
+
 from flask import (
     Blueprint,
     Response,
@@ -34,7 +36,8 @@ _FILTERS = [query(n, {"type": "string"}, d) for n, d in (
     ("period", "cases reported in it: 30d, 2026-10 or 2026-10-01..2026-10-31"),
     ("category", "a catalogue code"), ("grid", "a grid code"),
     ("community", "a community code"), ("status", "a status or 'open'"),
-    ("lang", "zh (default) or en: headers and labels"))]
+    ("lang", "zh or en: headers and labels (default: the page language, the UI switch's "
+             "cookie)"))]
 
 
 def _staff():
@@ -79,7 +82,62 @@ def _filters():
 
 
 def _locale() -> str:
-    return "en" if (request.args.get("lang") or "").startswith("en") else "zh"
+    """The export's language: ``?lang=`` first, else the language the pages use for this
+    request (the ``lang`` cookie the UI switch sets, else the configured default); the
+    one selector, :func:`webapp.i18n.get_locale`."""
+    from webapp.i18n import get_locale
+
+    return get_locale()
+
+
+#: What a download's name may hold: ASCII letters, digits, ``_`` and ``-`` in its parts,
+#: one ``.`` before the extension; at most :data:`NAME_MAX` characters before it.
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+NAME_MAX = 120
+
+
+def _period_part(period) -> list[str]:
+    """A period as it reads in a file name: ``2026-10``, ``2026-10-01--2026-10-31`` (the
+    ISO 8601 interval with ``--`` for ``/``), a relative period with the day it ends on
+    (``30d-2026-11-27``), a period cut at now with ``asof`` that day
+    (``2026-11-asof-2026-11-27``). Days are the planner's (Beijing) calendar."""
+    from webapp.i18n import local_time
+
+    if period is None:
+        return []
+    key = period.key.replace("..", "--")
+    day = local_time(period.end, "%Y-%m-%d")
+    if re.fullmatch(r"\d+d", key):
+        return [key, day]
+    return [key, "asof", day] if period.partial else [key]
+
+
+def download_name(parts: list[str | None], ext: str) -> str:
+    """``hemei-<part>-<part>….<ext>``: empty parts dropped, every run of characters other
+    than ``[A-Za-z0-9_-]`` made a ``-`` (so an odd area code cannot break the header or
+    leave the folder), the stem cut to :data:`NAME_MAX` characters."""
+    words = [_UNSAFE.sub("-", str(p)).strip("-_") for p in ["hemei", *parts] if p]
+    stem = "-".join(w for w in words if w)[:NAME_MAX].rstrip("-_")
+    return f"{stem}.{_UNSAFE.sub('', ext)[:8]}"
+
+
+def _case_name(filters, fmt: str) -> str:
+    """``hemei-cases-<period>-<community>-<grid>-<category>-<status>.<fmt>``, the filters
+    given; no period: the export day (``hemei-cases-2026-11-27.csv``)."""
+    from gis.cases import utcnow
+    from webapp.i18n import local_time
+
+    period = _period_part(filters.period) or [local_time(utcnow(), "%Y-%m-%d")]
+    areas = [f"{level}-{code}" for level, code in (("community", filters.community),
+                                                   ("grid", filters.grid),
+                                                   ("compound", filters.compound)) if code]
+    return download_name(["cases", *period, *areas, filters.category, filters.status], fmt)
+
+
+def _attachment(resp: Response, name: str) -> Response:
+    # The name is ASCII-only (download_name), so the plain RFC 6266 form is enough.
+    resp.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return resp
 
 
 def _jobs():
@@ -114,13 +172,13 @@ def export_cases(fmt: str):
             store, filters, locale=locale)
         resp = Response(stream_with_context(s.encode("utf-8") for s in gen),
                         mimetype=STREAMED[fmt])
-        resp.headers["Content-Disposition"] = f'attachment; filename="cases.{fmt}"'
-        return resp
+        return _attachment(resp, _case_name(filters, fmt))
     if fmt not in BUILT:
         raise NotFound(f"no export format {fmt!r}; csv, geojson, xlsx or gpkg", field="fmt")
     build = exports.cases_xlsx if fmt == "xlsx" else exports.cases_gpkg
     job = _jobs().submit(lambda p, progress: build(p, store, filters, locale=locale,
-                                                   progress=progress), f"cases.{fmt}")
+                                                   progress=progress),
+                          _case_name(filters, fmt))
     url = url_for("exports.job", job_id=job.id)
     resp = jsonify({**job.to_dict(), "url": url})
     resp.status_code = 202
@@ -138,7 +196,8 @@ def export_cases(fmt: str):
                   query("period", {"type": "string"}, "default 30d"),
                   query("category", {"type": "string"},
                         "a catalogue code: only that category's cases"),
-                  query("lang", {"type": "string"}, "zh (default) or en")],
+                  query("lang", {"type": "string"},
+                        "zh or en (default: the page language, the UI switch's cookie)")],
           responses={200: Content({"type": "string"}, "text/csv", "the file (CSV or Excel)")},
           errors=(400, 401, 403, 404),
           security="optional")
@@ -156,21 +215,24 @@ def export_indicators(fmt: str):
     h = current_app.extensions["hemei"]
     period = _period("30d")
     category = (request.args.get("category") or "").strip() or None
-    df = indicators(h.store, request.args.get("level") or "community", period,
-                    category=get_category(category).code if category else None)
+    category = get_category(category).code if category else None
+    level = request.args.get("level") or "community"
+    df = indicators(h.store, level, period, category=category)
+    locale = _locale()
     if fmt == "csv":
-        body = "".join(exports.indicators_csv(df, locale=_locale())).encode("utf-8")
+        body = "".join(exports.indicators_csv(df, locale=locale)).encode("utf-8")
         resp = Response(body, mimetype="text/csv")
     elif fmt == "xlsx":
         with tempfile.TemporaryDirectory() as tmp:
             out = f"{tmp}/indicators.xlsx"
-            exports.indicators_xlsx(out, df, locale=_locale())
+            exports.indicators_xlsx(out, df, locale=locale)
             with open(out, "rb") as fh:
                 resp = Response(fh.read(), mimetype=BUILT["xlsx"])
     else:
         raise NotFound(f"no indicators format {fmt!r}; csv or xlsx", field="fmt")
-    resp.headers["Content-Disposition"] = f'attachment; filename="indicators.{fmt}"'
-    return resp
+    # hemei-indicators-<level>-<period>[-<category>].<fmt>
+    return _attachment(resp, download_name(["indicators", level, *_period_part(period),
+                                            category], fmt))
 
 
 @bp.get("/jobs/<job_id>")
