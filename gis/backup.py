@@ -246,8 +246,9 @@ def _first_line(err: object) -> str:
 
 
 def _has_data(url: str) -> bool:
-    """Whether the database holds any row outside ``meta`` and ``alembic_version`` (a
-    fresh schema is empty)."""
+    """Whether the database holds any row outside ``meta``, ``alembic_version`` and
+    ``login_failures`` (a fresh schema is empty; failed logins are transient state, not
+    data a copy would overwrite)."""
     if _backend(url) == "sqlite":
         path = _sqlite_path(url)
         if not path.exists() or path.stat().st_size == 0:
@@ -257,7 +258,7 @@ def _has_data(url: str) -> bool:
         with engine.connect() as conn:
             insp = sa.inspect(conn)
             for name in insp.get_table_names():
-                if (name in ("meta", "spatial_ref_sys", "alembic_version")
+                if (name in ("meta", "spatial_ref_sys", "alembic_version", "login_failures")
                         or name.startswith("sqlite_")):
                     continue
                 q = sa.text(f"SELECT 1 FROM {conn.dialect.identifier_preparer.quote(name)} "

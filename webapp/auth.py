@@ -7,11 +7,13 @@ Sessions are signed cookies, so they cannot be deleted on the server; instead ea
 carries its user's *session generation* (:meth:`gis.accounts.Accounts.session_user`),
 which logging out, a password reset and a deactivation move on: a cookie copied before
 any of those no longer opens a page. Failed logins are limited per client address and
-per username (:class:`LoginThrottle`).
+per username (:class:`LoginThrottle`), counted in the instance's database so that every
+worker shares one count (:mod:`gis.throttle`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
@@ -20,6 +22,7 @@ from collections import deque
 from datetime import timedelta
 from urllib.parse import unquote, urlsplit
 
+import sqlalchemy as sa
 from flask import (
     Blueprint,
     abort,
@@ -99,21 +102,32 @@ class LoginThrottle:
     """Failed logins per key (a client address, a username) in a sliding window.
 
     At ``limit`` failures within ``window`` seconds a key is refused until the oldest of
-    them leaves the window; a refused attempt checks no password and counts nothing, and a
-    successful login clears nothing (a client cannot reset its own count by logging in to
-    an account it owns). In-process, like :mod:`webapp.ratelimit`: behind several workers
-    a client can make at most ``limit`` failures per worker. ``webapp.ratelimit`` does not
-    fit: it counts every request, not failures, and keys every bucket by the client
-    address (the per-username limit must hold across addresses).
+    the last ``limit`` leaves the window; a refused attempt checks no password and counts
+    nothing, and a successful login clears nothing (a client cannot reset its own count by
+    logging in to an account it owns). ``webapp.ratelimit`` does not fit: it counts every
+    request, not failures, and keys every bucket by the client address (the per-username
+    limit must hold across addresses).
+
+    With a ``log`` (:class:`gis.throttle.SqlFailureLog`, on the instance's database: what
+    :func:`init_app` gives an app whose store has one) the failures are counted there, so
+    the limit holds across every worker of the instance, and across hosts on one PostGIS
+    database, and survives a restart. The failures are also counted here, in the process
+    (cheap): when the database cannot answer (an error while checking or counting), the
+    error is logged and that request falls back to this process's count, as the limit
+    was before it was shared — neither everyone locked out nor a 500. Without a ``log``
+    (a store with no database) only the in-process count exists: behind several workers
+    a client then gets ``limit`` failures per worker.
     """
 
-    #: Keys kept at most; past that, keys whose failures have all expired are dropped,
-    #: then the least recently failed (one client inventing usernames must not grow it
-    #: without bound).
+    #: Keys kept at most in the process; past that, keys whose failures have all expired
+    #: are dropped, then the least recently failed (one client inventing usernames must
+    #: not grow it without bound).
     MAX_KEYS = 10_000
 
-    def __init__(self, limit: int, window: float = LOGIN_WINDOW_S):
-        self.limit, self.window = limit, window
+    def __init__(self, limit: int, window: float = LOGIN_WINDOW_S, log=None,
+                 clock=time.monotonic):
+        self.limit, self.window, self.log = limit, window, log
+        self._clock = clock
         self._failures: dict[tuple[str, str], deque] = {}
         self._lock = threading.Lock()
 
@@ -121,7 +135,27 @@ class LoginThrottle:
         """Whole seconds until none of ``keys`` is over the limit (0: go ahead)."""
         if self.limit <= 0:
             return 0
-        now = time.monotonic()
+        if self.log is not None:
+            try:
+                return self.log.wait(keys)
+            except sa.exc.SQLAlchemyError as err:
+                _log_db_error("check", err)
+        return self._local_wait(keys)
+
+    def failed(self, keys: list[tuple[str, str]]) -> None:
+        """Count one failed login for each of ``keys``."""
+        if self.limit <= 0:
+            return
+        self._local_failed(keys)
+        if self.log is not None:
+            try:
+                self.log.failed(keys)
+            except sa.exc.SQLAlchemyError as err:
+                _log_db_error("count", err)
+
+    # -- the in-process count ---------------------------------------------------------
+    def _local_wait(self, keys: list[tuple[str, str]]) -> int:
+        now = self._clock()
         wait = 0.0
         with self._lock:
             for key in keys:
@@ -134,11 +168,8 @@ class LoginThrottle:
                     wait = max(wait, q[len(q) - self.limit] + self.window - now)
         return math.ceil(wait) if wait > 0 else 0
 
-    def failed(self, keys: list[tuple[str, str]]) -> None:
-        """Count one failed login for each of ``keys``."""
-        if self.limit <= 0:
-            return
-        now = time.monotonic()
+    def _local_failed(self, keys: list[tuple[str, str]]) -> None:
+        now = self._clock()
         with self._lock:
             if len(self._failures) >= self.MAX_KEYS:
                 self._prune(now)
@@ -154,6 +185,35 @@ class LoginThrottle:
             by_age = sorted(self._failures, key=lambda k: self._failures[k][-1])
             for key in by_age[: len(by_age) // 2]:
                 del self._failures[key]
+
+
+def _log_db_error(what: str, err: Exception) -> None:
+    first = (str(getattr(err, "orig", None) or err).strip().splitlines() or [""])[0]
+    current_app.logger.warning(
+        "login limit: cannot %s the failed logins in the database (%s: %s); this "
+        "request uses this worker's own count", what, type(err).__name__, first)
+
+
+def _clock() -> float:
+    """Seconds since the epoch: the clock of the failures counted in the database (read
+    through this function, so tests can move it)."""
+    return time.time()
+
+
+def _failure_log(app, limit: int):
+    """The shared failure log on the app's store's database, or None (no database)."""
+    store = app.extensions["hemei"].store
+    if getattr(store, "engine", None) is None:
+        return None
+    from gis.throttle import SqlFailureLog
+
+    # The values are stored as HMACs under a key only this instance has (its secret key):
+    # the table holds no username or address in clear, nor hashes one could reverse by
+    # trying every IPv4 address.
+    pepper = hashlib.sha256(b"hemei login failures\0"
+                            + str(app.secret_key).encode("utf-8")).digest()
+    return SqlFailureLog.for_store(store, limit, LOGIN_WINDOW_S, pepper=pepper,
+                                   clock=lambda: _clock())
 
 
 def _throttle_keys(username: str) -> list[tuple[str, str]]:
@@ -282,8 +342,9 @@ def init_app(app) -> None:
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", 12 * 3600)
     login_manager.init_app(app)
     csrf.init_app(app)
+    limit = int(app.config["HEMEI"]["LOGIN_LIMIT"])  # a whole number 0-10000 (read_settings)
     app.extensions["hemei_login_throttle"] = LoginThrottle(
-        int(app.config["HEMEI"]["LOGIN_LIMIT"]))  # a whole number 0-10000 (read_settings)
+        limit, LOGIN_WINDOW_S, log=_failure_log(app, limit))
     app.register_blueprint(bp)
 
     @app.errorhandler(CSRFError)

@@ -11,6 +11,11 @@ from alembic import context
 
 import gis.accounts  # noqa: F401  (registers its tables on the shared metadata)
 from gis.storage import metadata
+from gis.throttle import metadata as throttle_metadata
+
+# What autogenerate compares with: the street's tables and the failed logins (declared
+# apart, see gis.throttle, but made by migration 0004 like the rest).
+TARGET_METADATA = [metadata, throttle_metadata]
 
 config = context.config
 conn = config.attributes.get("connection")
@@ -31,7 +36,7 @@ def _stamp(revision: str) -> None:
 if context.is_offline_mode():
     context.configure(
         url=config.get_main_option("sqlalchemy.url"),
-        target_metadata=metadata,
+        target_metadata=TARGET_METADATA,
         literal_binds=True,
         render_as_batch=True,
         # SQLite's Alembic dialect says it has no transactional DDL and so printed no
@@ -53,6 +58,6 @@ if context.is_offline_mode():
         context.run_migrations()
 else:
     # render_as_batch: SQLite cannot ALTER most things; batch mode copies the table.
-    context.configure(connection=conn, target_metadata=metadata, render_as_batch=True)
+    context.configure(connection=conn, target_metadata=TARGET_METADATA, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()

@@ -276,9 +276,9 @@ def test_upgrade_sql_for_a_release_01_file_stamps_it_first(backend, tmp_path):
     con = sqlite3.connect(db)
     con.executescript(r.stdout)
     con.close()
-    assert _revision(url) == schema.head() == "0003"
+    assert _revision(url) == schema.head() == "0004"
     r = hemei_cli(["db", "current"], url, tmp_path)
-    assert r.returncode == 0 and "0003" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "0004" in r.stdout, r.stdout + r.stderr
 
 
 @pytest.mark.backends("sqlite")
@@ -291,9 +291,10 @@ def test_the_file_release_01_wrote_upgrades_and_serves(backend, tmp_path):
     url = f"sqlite:///{db}"
     old = table_checksums(url)
     r = hemei_cli(["db", "history"], url, tmp_path)
-    assert [line.split()[0] for line in r.stdout.splitlines()] == ["0001", "0002", "0003"]
+    assert [line.split()[0] for line in r.stdout.splitlines()] == [
+        "0001", "0002", "0003", "0004"]
     r = hemei_cli(["db", "upgrade"], url, tmp_path)
-    assert r.returncode == 0 and "upgraded 0001 → 0003" in r.stdout, r.stderr
+    assert r.returncode == 0 and "upgraded 0001 → 0004" in r.stdout, r.stderr
     new = table_checksums(url)
     assert {t: n for t, (n, _) in new.items()} == {t: n for t, (n, _) in old.items()}
     # Untouched tables are byte-for-byte the same (0002 and 0003 add columns to these).
