@@ -154,7 +154,12 @@ class Hemei:
         would each find no layers and each load them (the demo cases twice, two versions
         of every layer). So the loading happens under the store's first-run lock, and
         the look for layers is made again once it is held: the first process loads,
-        the others wait and then find the layers there."""
+        the others wait and then find the layers there.
+
+        The layers and the demo cases are written in one transaction: a failure or a
+        killed process part way leaves no layers (and no cases), so the next start,
+        finding no layers, does the whole first run again; it never finds the layers
+        without the demo cases and skips them for good."""
         if self.has_layers():
             return False  # the usual start: no lock to wait for
         with self.store.first_run_lock():
@@ -164,27 +169,49 @@ class Hemei:
         return True
 
     def _load_first_run_data(self) -> None:
-        """The demo boundaries (HEMEI_SHAPES) and cases (HEMEI_DEMO_CASES)."""
+        """The demo boundaries (HEMEI_SHAPES) and cases (HEMEI_DEMO_CASES): validated,
+        the cases located on the new layers in memory, then all saved in one
+        transaction (:meth:`gis.storage.SqlCaseStore.save_layers_and_cases`)."""
         from gis.layers import read_layer_set
+        from gis.validate import validate_layers
 
         shapes = str(self.settings["SHAPES"])
-        layers = read_layer_set(shapes)
-        report = self.import_layers(layers, source=shapes)
+        # What import_layers does with no active layers (the caller holds the first-run
+        # lock and found none), without its save.
+        report = validate_layers(read_layer_set(shapes), existing={})
         if not report.ok:
             raise LayerError("the demo layers failed validation:\n" + report.format_text())
+        locator = Locator(report.layers) if "grid" in report.layers else None
+        rows: list[dict] = []
+        events: list[list[dict]] = []
         demo = self.settings.get("DEMO_CASES")
         if demo and Path(str(demo)).exists():
-            self.seed_demo_cases(str(demo))
+            rows, events = self._demo_case_rows(str(demo), lambda: locator)
+        self.store.save_layers_and_cases(
+            report.layers, shapes, rows, events,
+            relocate=locator.locate_many if locator is not None else None)
 
     def seed_demo_cases(self, path: str) -> int:
         """Load the demo cases CSV (times relative to now), located in bulk."""
+        rows, events = self._demo_case_rows(path, lambda: self.locator)
+        if not rows:
+            return 0
+        return self.store.import_cases(rows, events)
+
+    def _demo_case_rows(self, path: str, locator) -> tuple[list[dict], list[list[dict]]]:
+        """The demo cases CSV as :meth:`gis.storage.SqlCaseStore.import_cases` rows and
+        events, located by ``locator()`` (called only if the file has cases)."""
         with open(path, encoding="utf-8", newline="") as fh:
             records = list(csv.DictReader(fh))
         if not records:
-            return 0
+            return [], []
+        where = locator()
+        if where is None:
+            raise LayerError("no grid layer is active; run `hemei init` or "
+                             "`hemei import-shapes`")
         lons = np.array([float(r["lon"]) for r in records])
         lats = np.array([float(r["lat"]) for r in records])
-        located = self.locator.locate_many(lons, lats)
+        located = where.locate_many(lons, lats)
         now = utcnow()
         rows, events = [], []
         for r, loc in zip(records, located.itertuples(index=False), strict=True):
@@ -226,7 +253,7 @@ class Hemei:
                             "note": "", "kind": "transition"})
                 prev = st
             events.append(evs)
-        return self.store.import_cases(rows, events)
+        return rows, events
 
     # -- cases ------------------------------------------------------------------
     def due(self, start, category: str):

@@ -348,6 +348,9 @@ class CaseStore:
     def accounts_changed(self) -> None: ...
     def save_layers(self, layers: dict, source: str, *, relocate=None,
                     actor: str = "system") -> LayerSave: ...
+    def save_layers_and_cases(self, layers: dict, source: str, rows: list[dict],
+                              events: list[list[dict]], *, relocate=None,
+                              actor: str = "system") -> LayerSave: ...
     def load_active_layers(self) -> dict[str, gpd.GeoDataFrame]: ...
     def layer_versions(self) -> list[dict]: ...
     def create_case(self, new: NewCase, chain: dict, due_at: datetime | None,
@@ -504,14 +507,37 @@ class SqlCaseStore(CaseStore):
         Any failure rolls back everything: layers, codes and events."""
         now = utcnow()
         with self._write() as conn:
-            out = LayerSave(versions={})
-            for level, gdf in layers.items():
-                if level not in LEVELS:
-                    raise InvalidInput(f"unknown layer {level!r}", field="layer")
-                out.versions[level] = self._insert_layer(conn, level, gdf, source, now)
-            if relocate is not None:
-                self._relocate_open_cases(conn, relocate, out, actor, now)
+            out = self._save_layers_on(conn, layers, source, relocate, actor, now)
             self._bump(conn)
+        return out
+
+    def save_layers_and_cases(self, layers: dict, source: str, rows: list[dict],
+                              events: list[list[dict]], *,
+                              relocate: Callable[..., pd.DataFrame] | None = None,
+                              actor: str = "system") -> LayerSave:
+        """:meth:`save_layers` and then :meth:`import_cases` (``rows`` located on the
+        new layers), in one transaction: both are written or neither is. The first run
+        (:meth:`gis.service.Hemei.ensure_initialised`) loads the demo boundaries and
+        cases with it, so that a failure or a killed process part way leaves an empty
+        database (the next start loads both again), never layers without their cases."""
+        self._check_case_lists(rows, events)
+        now = utcnow()
+        with self._write() as conn:
+            out = self._save_layers_on(conn, layers, source, relocate, actor, now)
+            self._import_cases_on(conn, rows, events)
+            self._bump(conn)
+        return out
+
+    def _save_layers_on(self, conn, layers: dict, source: str, relocate, actor: str,
+                        now) -> LayerSave:
+        """The body of :meth:`save_layers` on the caller's transaction ``conn``."""
+        out = LayerSave(versions={})
+        for level, gdf in layers.items():
+            if level not in LEVELS:
+                raise InvalidInput(f"unknown layer {level!r}", field="layer")
+            out.versions[level] = self._insert_layer(conn, level, gdf, source, now)
+        if relocate is not None:
+            self._relocate_open_cases(conn, relocate, out, actor, now)
         return out
 
     @staticmethod
@@ -738,25 +764,36 @@ class SqlCaseStore(CaseStore):
         Two batched statements, not one per case: the cases in one multi-row INSERT …
         RETURNING (SQLAlchemy's insertmanyvalues, ids in the order of ``rows``), then
         every event in one executemany."""
-        if len(rows) != len(events):
-            raise ValueError("one list of events per case")
+        self._check_case_lists(rows, events)
         if not rows:
             return 0
+        with self._write() as conn:
+            self._import_cases_on(conn, rows, events)
+            self._bump(conn)
+        return len(rows)
+
+    @staticmethod
+    def _check_case_lists(rows: list[dict], events: list[list[dict]]) -> None:
+        if len(rows) != len(events):
+            raise ValueError("one list of events per case")
+
+    @staticmethod
+    def _import_cases_on(conn, rows: list[dict], events: list[list[dict]]) -> None:
+        """The inserts of :meth:`import_cases` on the caller's transaction ``conn``."""
+        if not rows:
+            return
         # executemany takes its columns from the first row: give every row every key so
         # none is silently dropped (a key some rows lack gets the column's default).
         fill = {k: _scalar_default(cases.c[k]) for k in set().union(*rows)}
-        with self._write() as conn:
-            ids = conn.execute(
-                sa.insert(cases).returning(cases.c.id, sort_by_parameter_order=True),
-                [{**fill, **r} for r in rows]).scalars().all()
-            evs = [{**e, "case_id": cid} for cid, case_evs in zip(ids, events, strict=True)
-                   for e in case_evs]
-            if evs:
-                keys = set().union(*evs)
-                conn.execute(sa.insert(case_events),
-                             [{**dict.fromkeys(keys), **e} for e in evs])
-            self._bump(conn)
-        return len(rows)
+        ids = conn.execute(
+            sa.insert(cases).returning(cases.c.id, sort_by_parameter_order=True),
+            [{**fill, **r} for r in rows]).scalars().all()
+        evs = [{**e, "case_id": cid} for cid, case_evs in zip(ids, events, strict=True)
+               for e in case_evs]
+        if evs:
+            keys = set().union(*evs)
+            conn.execute(sa.insert(case_events),
+                         [{**dict.fromkeys(keys), **e} for e in evs])
 
     def _row_to_case(self, row) -> Case:
         d = dict(row)
