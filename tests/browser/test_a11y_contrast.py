@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import PASSWORDS
+from tests.browser.test_planner import _log_in
 
 pytestmark = pytest.mark.browser
 PHONE = {"viewport": {"width": 360, "height": 740}, "is_mobile": True, "has_touch": True,
@@ -147,14 +147,6 @@ TARGETS_JS = r"""(selector) => {
 }"""
 
 
-def _log_in(page, base: str, lang: str) -> None:
-    page.goto(f"{base}/login?lang={lang}&next=/planner")
-    page.fill("input[name=username]", "planner")
-    page.fill("input[name=password]", PASSWORDS["planner"])
-    with page.expect_navigation(wait_until="networkidle"):
-        page.press("input[name=password]", "Enter")
-
-
 def _pages(page, base: str, lang: str):
     """(name, loaded page) for each public page, then the planner's page logged in."""
     page.goto(f"{base}/?lang={lang}", wait_until="networkidle")
@@ -170,7 +162,7 @@ def _pages(page, base: str, lang: str):
     page.goto(f"{base}/api/v1/docs?lang={lang}", wait_until="networkidle")
     page.wait_for_selector(".opblock-summary", timeout=20_000)
     yield "api docs"
-    _log_in(page, base, lang)
+    _log_in(page, base, f"/planner?lang={lang}")
     page.wait_for_selector(".folium-map path.leaflet-interactive")
     yield "planner"
 

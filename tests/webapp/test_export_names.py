@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import time
 from datetime import timedelta
 
 import openpyxl
@@ -15,6 +14,7 @@ import pytest
 from werkzeug.http import parse_options_header
 
 from gis.cases import utcnow
+from tests.webapp.test_exports_web import _wait
 
 SAFE = re.compile(r"[A-Za-z0-9_-]{1,120}\.[a-z]{3,7}")
 
@@ -50,15 +50,6 @@ def _named(client, url) -> tuple[str, bytes, set[str]]:
     name = _name(r)
     assert SAFE.fullmatch(name), name
     return name, body, {before, _today()}
-
-
-def _wait(client, url):
-    for _ in range(400):
-        job = client.get(url).get_json()
-        if job["state"] != "running":
-            return job
-        time.sleep(0.05)
-    raise AssertionError("export did not finish")
 
 
 # -- cases --------------------------------------------------------------------------------
