@@ -51,6 +51,8 @@ from html import escape, unescape
 import numpy as np
 import pandas as pd
 
+from gis.localtime import BEIJING
+
 __all__ = [
     "FONT_STACK", "category_breakdown", "cjk_font", "close_days", "day_bins", "rc_params",
     "time_to_close", "weekly_counts", "weekly_trend",
@@ -182,13 +184,22 @@ def _empty(ax, text: str) -> None:
 
 
 # -- the data --------------------------------------------------------------------------------
+_BEIJING = pd.Timedelta(BEIJING)
+
+
 def _monday(t: pd.Timestamp) -> pd.Timestamp:
     t = pd.Timestamp(t).normalize()
     return t - pd.Timedelta(days=t.weekday())
 
 
 def weekly_counts(frame: pd.DataFrame, start, end, *, min_weeks: int = 12) -> pd.DataFrame:
-    """Cases reported and closed per calendar week (Monday 00:00 UTC to Monday).
+    """Cases reported and closed per calendar week of the street office: Monday 00:00
+    Beijing time (Sunday 16:00 UTC) to the next Monday (see :mod:`gis.localtime`).
+
+    The buckets are computed vectorised: every time (naive UTC) is moved by the constant
+    eight hours onto the Beijing clock before the whole days since the first Monday are
+    divided by seven, so a case reported at 23:30 UTC on a Sunday (07:30 Beijing time on
+    Monday) falls in the new week.
 
     Parameters
     ----------
@@ -196,7 +207,7 @@ def weekly_counts(frame: pd.DataFrame, start, end, *, min_weeks: int = 12) -> pd
         Cases with ``created_at``, ``closed_at`` and ``status`` (as from
         :func:`gis.analysis.load_cases_frame` without a period).
     start, end : datetime
-        The period shown; the weeks run from the Monday on or before
+        The period shown (naive UTC); the weeks run from the Beijing Monday on or before
         ``min(start, end − min_weeks weeks)`` to the week holding ``end``, so a short period
         still shows its context.
     min_weeks : int
@@ -205,17 +216,21 @@ def weekly_counts(frame: pd.DataFrame, start, end, *, min_weeks: int = 12) -> pd
     Returns
     -------
     DataFrame
-        ``week`` (the Monday), ``reported`` (cases created that week, before ``end``),
+        ``week`` (the Monday: the Beijing date, as a timestamp at midnight; it is what
+        the chart labels and what the planner's ``week`` parameter takes), ``reported``
+        (cases created that week, before ``end``),
         ``closed`` (cases whose status is ``closed`` and whose ``closed_at`` falls that week,
         before ``end``), ``in_period`` (whether the week overlaps ``[start, end)``) and
         ``partial`` (the week holding ``end``, not over yet).
     """
-    end = pd.Timestamp(end)
-    start = pd.Timestamp(start)
+    # Everything on the Beijing clock (naive wall-clock times), so that days and Mondays
+    # are the street office's.
+    end = pd.Timestamp(end) + _BEIJING
+    start = pd.Timestamp(start) + _BEIJING
     first = _monday(min(start, end - pd.Timedelta(weeks=min_weeks) + pd.Timedelta(days=1)))
     weeks = pd.date_range(first, _monday(end - pd.Timedelta(microseconds=1)), freq="7D")
-    created = pd.to_datetime(frame["created_at"])
-    closed_at = pd.to_datetime(frame["closed_at"]).where(frame["status"] == "closed")
+    created = pd.to_datetime(frame["created_at"]) + _BEIJING
+    closed_at = (pd.to_datetime(frame["closed_at"]) + _BEIJING).where(frame["status"] == "closed")
 
     def per_week(t: pd.Series) -> np.ndarray:
         t = t[(t >= weeks[0]) & (t < end)].dropna()

@@ -8,7 +8,10 @@ grow with the number of rows Python has to read.
 
 Periods are half-open, ``start <= t < end``, in naive UTC like every stored timestamp:
 "by the period end" means "before ``end``". A calendar month (``2026-10``) and a date
-range are taken in UTC; a later issue may switch them to Asia/Shanghai (UTC+8) days.
+range are the street office's calendar, Beijing time (UTC+8, :mod:`gis.localtime`):
+``2026-10`` is ``[2026-09-30 16:00, 2026-10-31 16:00)`` in naive UTC, and a case reported
+at 07:30 Beijing time on 1 November counts in November. Relative periods (``30d``) are
+the last N × 24 hours ending now.
 
 How a case's history is read from its row (``cases`` keeps the latest timestamps only):
 
@@ -33,6 +36,7 @@ import sqlalchemy as sa
 from gis.cases import OPEN_STATUSES, utcnow
 from gis.errors import InvalidInput
 from gis.i18n import label as _label
+from gis.localtime import beijing_midnight, from_beijing, is_beijing_midnight, to_beijing
 from gis.storage import cases
 
 __all__ = [
@@ -220,18 +224,22 @@ class Period:
         A calendar month gives the previous calendar month (September for October, although
         it is a day shorter: that is what a monthly 环比 compares), or for a month cut at
         now (``partial``) as much of the previous month as has passed of this one; any
-        other period gives the span of the same length that ends where this one starts.
+        other period gives the span of the same length that ends where this one starts
+        (keyed as a date range when it runs from midnight to midnight). Months and days
+        are Beijing ones, like :func:`parse_period`'s.
         """
         if _MONTH.fullmatch(self.key):
-            first = (self.start - timedelta(days=1)).replace(day=1)
+            local = (to_beijing(self.start) - timedelta(days=1)).replace(day=1)
+            first = from_beijing(local)
             # A month cut at now (partial) is compared with as much of the month before,
             # like with like: 1–26 November with 1–26 October, not with all of October.
             end = min(first + self.length, self.start) if self.partial else self.start
-            return Period(first, end, f"{first:%Y-%m}")
+            return Period(first, end, f"{local:%Y-%m}")
         start = self.start - self.length
-        if _is_midnight(start) and _is_midnight(self.start):
-            last = (self.start - timedelta(days=1)).date()
-            return Period(start, self.start, f"{start.date().isoformat()}..{last.isoformat()}")
+        if is_beijing_midnight(start) and is_beijing_midnight(self.start):
+            first = to_beijing(start).date()
+            last = (to_beijing(self.start) - timedelta(days=1)).date()
+            return Period(start, self.start, f"{first.isoformat()}..{last.isoformat()}")
         return Period(start, self.start, f"{self.key}:previous")
 
     def to_dict(self) -> dict:
@@ -243,10 +251,6 @@ class Period:
         if self.partial:
             out["partial"] = True
         return out
-
-
-def _is_midnight(t: datetime) -> bool:
-    return t == datetime.combine(t.date(), datetime.min.time())
 
 
 def _bad(text, why: str = "") -> InvalidInput:
@@ -278,8 +282,9 @@ def parse_period(text: str | None, now: datetime | None = None) -> Period:
         ``None`` or ``""``: the last 30 days ending ``now`` (key ``30d``). ``"7d"``,
         ``"30d"``, ``"90d"``, ``"365d"`` or any ``Nd`` with 1 ≤ N ≤ 3660: the last N days
         ending ``now``. ``"2026-10"``: that calendar month. ``"2026-10-01..2026-10-31"``:
-        those days, both included (at most 3660). Months and dates are UTC days for now
-        (a later issue may use Asia/Shanghai). Years are :data:`MIN_YEAR` to
+        those days, both included (at most 3660). Months and dates are Beijing calendar
+        months and days (UTC+8, :mod:`gis.localtime`): ``"2026-10"`` is
+        ``[2026-09-30 16:00, 2026-10-31 16:00)`` in naive UTC. Years are :data:`MIN_YEAR` to
         :data:`MAX_YEAR`, so the previous period, the year before and a week after any
         day of the period can always be computed. A period may lie in the future: see
         :func:`up_to_now` for refusing or cutting it.
@@ -316,8 +321,8 @@ def parse_period(text: str | None, now: datetime | None = None) -> Period:
         if not 1 <= month <= 12:
             raise _bad(text, "the month must be 01 to 12")
         check_year(year, text)
-        start = datetime(year, month, 1)
-        end = datetime(year + (month == 12), month % 12 + 1, 1)
+        start = beijing_midnight(date(year, month, 1))
+        end = beijing_midnight(date(year + (month == 12), month % 12 + 1, 1))
         return Period(start, end, f"{year:04d}-{month:02d}")
     if m := _RANGE.fullmatch(s):
         try:
@@ -331,8 +336,8 @@ def parse_period(text: str | None, now: datetime | None = None) -> Period:
             raise _bad(text, f"{days} days is longer than {MAX_DAYS}")
         check_year(first.year, text)
         check_year(last.year, text)
-        end = datetime.combine(last + timedelta(days=1), datetime.min.time())
-        start = datetime.combine(first, datetime.min.time())
+        end = beijing_midnight(last + timedelta(days=1))
+        start = beijing_midnight(first)
         return Period(start, end, f"{first.isoformat()}..{last.isoformat()}")
     raise _bad(text)
 
@@ -352,7 +357,8 @@ def up_to_now(period: Period, now: datetime | None = None) -> Period:
     now = _naive_utc(now) if now is not None else utcnow()
     if period.start >= now:
         raise InvalidInput(f"period {period.key!r} starts after now "
-                           f"({now:%Y-%m-%d %H:%M} UTC); choose a period that has begun",
+                           f"({to_beijing(now):%Y-%m-%d %H:%M} Beijing time); choose a "
+                           "period that has begun",
                            field="period")
     if period.end > now:
         return Period(period.start, now, period.key, partial=True)

@@ -10,8 +10,11 @@ organisation it is dispatched to or claimed by. Never the reporter's name or pho
 nor the resident's tracking code: those are selected by no query here (a test plants them
 and searches every output for them).
 
-- Timestamps are the stored naive UTC (headers say so), written as real dates in Excel
-  and GeoPackage, ``YYYY-MM-DD HH:MM:SS`` in CSV and ISO 8601 with ``Z`` in GeoJSON.
+- Timestamps are stored as naive UTC. What a person reads is Beijing time (UTC+8, the
+  street office's clock, :mod:`gis.localtime`; headers and notes say so): real dates in
+  Excel and ``YYYY-MM-DD HH:MM:SS`` in CSV, both Beijing wall-clock times. The machine
+  formats stay exact instants: ISO 8601 UTC with ``Z`` in GeoJSON, UTC date-times in
+  GeoPackage (the GeoPackage standard's; GIS software shows them in its own zone).
 - ``overdue`` is "open and past its due time" at the moment the export started (what the
   case page shows), one moment for the whole file.
 - Empty cells are missing values ("no data"), never 0.
@@ -35,7 +38,8 @@ Formats
   lon/lat), English property names.
 - GeoPackage (:func:`cases_gpkg`): one layer ``cases``, points in EPSG:4326, English
   column names (QGIS, ogr2ogr and shapefile conversions prefer ASCII field names), the
-  names in Chinese (GeoPackage text is UTF-8), timestamps as UTC date-times. Written batch
+  names in Chinese (GeoPackage text is UTF-8), timestamps as UTC date-times (exact
+  instants, marked UTC). Written batch
   by batch with pyogrio in append mode.
 
 Files are written to a temporary file beside the target and moved into place at the end,
@@ -83,6 +87,7 @@ from gis.cases import NEEDS_KINDS, OPEN_STATUSES, status_label, utcnow
 from gis.catalogue import get_category, load_catalogue
 from gis.coverage import Period, parse_period
 from gis.errors import InvalidInput
+from gis.localtime import to_beijing
 from gis.storage import boundaries, cases, layer_versions
 
 __all__ = [
@@ -116,10 +121,10 @@ CASE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("grid_name", "网格", "Grid"),
     ("lon", "经度", "Longitude"),
     ("lat", "纬度", "Latitude"),
-    ("created_at", "上报时间（UTC）", "Reported (UTC)"),
-    ("due_at", "处置时限（UTC）", "Due (UTC)"),
-    ("resolved_at", "处置时间（UTC）", "Resolved (UTC)"),
-    ("closed_at", "结案时间（UTC）", "Closed (UTC)"),
+    ("created_at", "上报时间（北京时间）", "Reported (Beijing time)"),
+    ("due_at", "处置时限（北京时间）", "Due (Beijing time)"),
+    ("resolved_at", "处置时间（北京时间）", "Resolved (Beijing time)"),
+    ("closed_at", "结案时间（北京时间）", "Closed (Beijing time)"),
     ("overdue", "是否超期", "Overdue"),
     ("rework_count", "返工次数", "Reworks"),
     ("extension_count", "延期次数", "Extensions"),
@@ -198,9 +203,10 @@ class CaseFilters:
         en = _en(locale)
         out = []
         if self.period is not None:
+            start, end = to_beijing(self.period.start), to_beijing(self.period.end)
             out.append(("Period (reported)" if en else "上报时间",
-                        f"{self.period.key} ({self.period.start:%Y-%m-%d %H:%M} – "
-                        f"{self.period.end:%Y-%m-%d %H:%M} UTC)"))
+                        f"{self.period.key} ({start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} "
+                        + ("Beijing time, end excluded)" if en else "北京时间，不含结束时刻）")))
         if self.category:
             out.append(("Category" if en else "类别", get_category(self.category).label(locale)))
         for key, zh, en_label in (("grid", "网格", "Grid"), ("community", "社区", "Community"),
@@ -339,8 +345,8 @@ def _csv_value(v, locale: str):
     if isinstance(v, bool):
         yes, no = _YES_NO["en" if _en(locale) else "zh"]
         return yes if v else no
-    if isinstance(v, datetime):
-        return v.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(v, datetime):  # a stored time (naive UTC), written in Beijing time
+        return to_beijing(v).strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(v, float):
         return "" if math.isnan(v) else repr(v)
     if isinstance(v, str):
@@ -537,7 +543,8 @@ def _xlsx_value(v, locale: str):
         yes, no = _YES_NO["en" if _en(locale) else "zh"]
         return yes if v else no
     if isinstance(v, datetime):
-        return v.replace(microsecond=0)  # to the second, as the cell shows it
+        # A stored time (naive UTC) as a Beijing date cell, to the second as it shows.
+        return to_beijing(v).replace(microsecond=0)
     return v
 
 
@@ -546,7 +553,8 @@ def cases_xlsx(path, store, filters: CaseFilters | None = None, *, locale: str =
     """Write the matching cases to an Excel workbook at ``path``; returns how many.
 
     Sheet "案件" ("Cases" in English): headers from :data:`CASE_COLUMNS` in ``locale``,
-    bold, frozen, with an auto-filter; dates are date cells; "overdue" is 是/否 (yes/no).
+    bold, frozen, with an auto-filter; dates are date cells in Beijing time; "overdue" is
+    是/否 (yes/no).
     Sheet "说明" ("Notes"): the filters, the time of the export and how to read it.
     Filters as :func:`cases_csv`."""
     from openpyxl import Workbook
@@ -582,15 +590,16 @@ def cases_xlsx(path, store, filters: CaseFilters | None = None, *, locale: str =
 
 def _case_notes(f: CaseFilters, locale: str, started: datetime, n: int):
     if _en(locale):
-        return [("Exported (UTC)", f"{started:%Y-%m-%d %H:%M:%S}"), ("Cases", str(n)),
-                *f.describe(locale),
-                ("Notes", "Times are UTC. 'Overdue' = still open and past the due time when "
-                          "the export was made. Empty cells are missing values, not 0. "
+        return [("Exported (Beijing time)", f"{to_beijing(started):%Y-%m-%d %H:%M:%S}"),
+                ("Cases", str(n)), *f.describe(locale),
+                ("Notes", "Times are Beijing time (UTC+8). 'Overdue' = still open and past "
+                          "the due time when the export was made. Empty cells are missing "
+                          "values, not 0. "
                           "Reporters' names, phone numbers and tracking codes are never "
                           "exported.")]
-    return [("导出时间（UTC）", f"{started:%Y-%m-%d %H:%M:%S}"), ("案件数", str(n)),
-            *f.describe(locale),
-            ("说明", "时间均为协调世界时（UTC，北京时间减 8 小时）。“是否超期”指导出时仍未结且已过"
+    return [("导出时间（北京时间）", f"{to_beijing(started):%Y-%m-%d %H:%M:%S}"),
+            ("案件数", str(n)), *f.describe(locale),
+            ("说明", "时间为北京时间（UTC+8）。“是否超期”指导出时仍未结且已过"
                      "处置时限。空白单元格表示无数据，不是 0。不导出报告人姓名、电话和查询码。")]
 
 
@@ -788,9 +797,11 @@ def indicators_xlsx(path, df: pd.DataFrame, *, locale: str = "zh", comparisons: 
                 # A period cut at now (the current month) is counted to date: say so.
                 to_date = ((", to date" if en else "，截至导出时") if p.get("partial")
                            else "")
-                notes.append((en_label if en else zh,
-                              f"{p['key']} ({p['start']} – {p['end']}, end excluded"
-                              f"{to_date})"))
+                start, end = (to_beijing(datetime.fromisoformat(p[k].rstrip("Z")))
+                              for k in ("start", "end"))
+                span = (f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} "
+                        + ("Beijing time, end excluded" if en else "北京时间，不含结束时刻"))
+                notes.append((en_label if en else zh, f"{p['key']} ({span}{to_date})"))
         if attrs.get("category"):
             notes.append(("Category" if en else "类别",
                           get_category(attrs["category"]).label(locale)))

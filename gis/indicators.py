@@ -5,10 +5,11 @@ each compared with the previous period (环比) and the same period a year befor
 both languages, what kind of number it is, which way is good — and the page shows it next
 to the numbers. :func:`indicators` computes them all for one level and period.
 
-Periods are half-open, ``start <= t < end``, in naive UTC like every stored timestamp
-(see :mod:`gis.coverage`). The comparison periods are :meth:`gis.coverage.Period.previous`
-(环比: the previous calendar month for a month, else the span of the same length just
-before) and :func:`year_before` (同比: the same dates one year earlier).
+Periods are half-open, ``start <= t < end``, in naive UTC like every stored timestamp;
+months and dates are Beijing calendar months and days (UTC+8, see :mod:`gis.coverage`
+and :mod:`gis.localtime`). The comparison periods are :meth:`gis.coverage.Period.previous`
+(环比: the previous Beijing calendar month for a month, else the span of the same length
+just before) and :func:`year_before` (同比: the same Beijing dates one year earlier).
 
 Definitions
 -----------
@@ -116,6 +117,7 @@ from gis.cases import OPEN_STATUSES
 from gis.coverage import Period, format_value
 from gis.errors import InvalidInput
 from gis.i18n import label as _label
+from gis.localtime import beijing_midnight, from_beijing, is_beijing_midnight, to_beijing
 from gis.storage import boundaries, case_events, cases, layer_versions
 
 __all__ = [
@@ -363,30 +365,32 @@ def _minus_year(t: datetime) -> datetime:
         return t.replace(year=t.year - 1, day=28)
 
 
-def _midnight(t: datetime) -> bool:
-    return t == datetime.combine(t.date(), datetime.min.time())
-
-
 def year_before(period: Period) -> Period:
     """The same period one year earlier, for 同比 comparisons.
 
-    A month gives the same month a year before (``2026-10`` → ``2025-10``). Whole days
-    (a date range, or any period from midnight to midnight) give the same first and last
-    day a year before, 29 February becoming 28 February (so ``2028-02-01..2028-02-29`` →
-    ``2027-02-01..2027-02-28``). Any other period (``30d``, ending now) is shifted by one
-    calendar year at both ends, keyed ``<key>:year_before``.
+    Dates are Beijing ones (:mod:`gis.localtime`): the year is taken off the Beijing
+    wall-clock time. A month gives the same month a year before (``2026-10`` →
+    ``2025-10``; a month cut at now ends at the same Beijing time a year before). Whole
+    days (a date range, or any period from Beijing midnight to Beijing midnight) give the
+    same first and last day a year before, 29 February becoming 28 February (so
+    ``2028-02-01..2028-02-29`` → ``2027-02-01..2027-02-28``). Any other period (``30d``,
+    ending now) is shifted by one calendar year at both ends, keyed
+    ``<key>:year_before``.
     """
+    def minus_year(t: datetime) -> datetime:
+        return from_beijing(_minus_year(to_beijing(t)))
+
     if _MONTH.fullmatch(period.key):
-        start = _minus_year(period.start)
-        end = _minus_year(period.end)
-        return Period(start, end, f"{start:%Y-%m}")
-    if _midnight(period.start) and _midnight(period.end):
-        first = _minus_year(period.start).date()
-        last = _minus_year(period.end - timedelta(days=1)).date()
-        start = datetime.combine(first, datetime.min.time())
-        end = datetime.combine(last + timedelta(days=1), datetime.min.time())
+        start = minus_year(period.start)
+        end = minus_year(period.end)
+        return Period(start, end, f"{to_beijing(start):%Y-%m}")
+    if is_beijing_midnight(period.start) and is_beijing_midnight(period.end):
+        first = _minus_year(to_beijing(period.start)).date()
+        last = _minus_year(to_beijing(period.end) - timedelta(days=1)).date()
+        start = beijing_midnight(first)
+        end = beijing_midnight(last + timedelta(days=1))
         return Period(start, end, f"{first.isoformat()}..{last.isoformat()}")
-    return Period(_minus_year(period.start), _minus_year(period.end),
+    return Period(minus_year(period.start), minus_year(period.end),
                   f"{period.key}:year_before")
 
 

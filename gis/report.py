@@ -8,7 +8,8 @@ renders that dict into an A4 PDF with matplotlib (``PdfPages``), geopandas drawi
 a web page can render the same dict as HTML for printing from the browser. Computing and
 drawing are kept apart so the page and the PDF always show the same numbers.
 
-Definitions (periods are half-open ``[start, end)`` in naive UTC, as everywhere)
+Definitions (periods are half-open ``[start, end)`` in naive UTC, as everywhere; months,
+days and every time printed are Beijing time, UTC+8, see :mod:`gis.localtime`)
 ------------------------------------------------------------------------------
 - Indicators: :func:`gis.indicators.indicators` at street level (and community / grid
   level for the tables and maps) — the definitions printed are :data:`INDICATORS`' own.
@@ -16,7 +17,8 @@ Definitions (periods are half-open ``[start, end)`` in naive UTC, as everywhere)
   (:mod:`gis.coverage`), the same number the overview map shows for that period.
 - Clusters: :func:`gis.analysis.clusters` (DBSCAN, 50 m radius, at least 5 cases) on the
   cases reported in the period, drawn as hulls on the maps.
-- Weekly trend: 7-day bins from the period start (the last may be shorter); *reported*
+- Weekly trend: 7-day bins from the period start (a Beijing midnight for a month; the last
+  bin may be shorter), labelled with Beijing dates; *reported*
   counts cases created in the bin (rejected ones included, as 上报数), *closed* counts
   cases closed in the bin (as 结案数).
 - Time to close: for each case closed in the period, the days from its report to its
@@ -40,8 +42,10 @@ Definitions (periods are half-open ``[start, end)`` in naive UTC, as everywhere)
   period was still open in it).
 - The period: one that starts after now is refused; the current month is reported to
   date (:func:`gis.coverage.up_to_now`: cut at now, so "open" and "overdue at the period
-  end" are today's, not guesses about an end that has not come) and labelled so
-  (``截至 …`` / ``to …``).
+  end" are today's, not guesses about an end that has not come) and labelled so, in
+  Beijing time (``（截至 2026-11-27 03:48 北京时间）`` / ``(to 2026-11-27 03:48 Beijing
+  time)``). The data keep exact instants (ISO 8601 UTC with ``Z``); the PDF prints
+  Beijing times and says so.
 
 Fonts: Chinese needs a CJK font. :func:`cjk_font` looks for one matplotlib knows (Noto
 Sans CJK SC from ``fonts-noto-cjk`` first) and warns when there is none, in which case
@@ -65,6 +69,7 @@ import sqlalchemy as sa
 from gis.cases import NEEDS_KINDS, OPEN_STATUSES, status_label, utcnow
 from gis.catalogue import load_catalogue
 from gis.coverage import Period, area_metrics, parse_period, up_to_now
+from gis.localtime import to_beijing
 from gis.storage import case_events, cases
 
 __all__ = ["QUANTITY_KEYS", "REPAIR_LABELS", "cjk_font", "monthly_report", "report_data"]
@@ -96,7 +101,7 @@ _T = {
     "title": ("网格化管理月度报告", "Grid management monthly report"),
     "period": ("统计期", "Period"),
     "generated": ("生成时间", "Generated"),
-    "utc_note": ("时间为协调世界时（UTC）。", "Times are UTC."),
+    "time_note": ("时间为北京时间（UTC+8）。", "Times are Beijing time (UTC+8)."),
     "key_numbers": ("本期概况", "At a glance"),
     "highlights": ("本期要点", "Highlights"),
     "cover": ("封面", "Cover"),
@@ -188,23 +193,25 @@ def _iso(t: datetime | None) -> str | None:
 
 
 def period_label(period: Period, locale: str = "zh") -> str:
-    """``2026年10月`` / ``October 2026`` for a month; else the dates. A period cut at now
-    (``partial``) says how far it goes: ``2026年11月（截至 2026-11-26 19:48 UTC）`` /
-    ``November 2026 (to 2026-11-26 19:48 UTC)``."""
+    """``2026年10月`` / ``October 2026`` for a month; else the (Beijing) dates. A period cut
+    at now (``partial``) says how far it goes, in Beijing time:
+    ``2026年11月（截至 2026-11-27 03:48 北京时间）`` /
+    ``November 2026 (to 2026-11-27 03:48 Beijing time)``."""
     import re
 
+    start = to_beijing(period.start)
     if re.fullmatch(r"\d{4}-\d{2}", period.key):
         if _en(locale):
-            text = f"{_MONTHS_EN[period.start.month - 1]} {period.start.year}"
+            text = f"{_MONTHS_EN[start.month - 1]} {start.year}"
         else:
-            text = f"{period.start.year}年{period.start.month}月"
+            text = f"{start.year}年{start.month}月"
     else:
-        last = period.end - timedelta(seconds=1)
+        last = to_beijing(period.end - timedelta(seconds=1))
         sep = " – " if _en(locale) else " 至 "
-        text = f"{period.start:%Y-%m-%d}{sep}{last:%Y-%m-%d}"
+        text = f"{start:%Y-%m-%d}{sep}{last:%Y-%m-%d}"
     if period.partial:
-        when = f"{period.end:%Y-%m-%d %H:%M} UTC"
-        text += f" (to {when})" if _en(locale) else f"（截至 {when}）"
+        when = f"{to_beijing(period.end):%Y-%m-%d %H:%M}"
+        text += f" (to {when} Beijing time)" if _en(locale) else f"（截至 {when} 北京时间）"
     return text
 
 
@@ -266,10 +273,10 @@ def _weekly(conn, p: Period, where: list, locale: str) -> list[dict]:
     start = p.start
     while start < p.end:
         end = min(start + timedelta(days=7), p.end)
-        last = end - timedelta(seconds=1)
+        first, last = to_beijing(start), to_beijing(end - timedelta(seconds=1))
         out.append({"start": _iso(start), "end": _iso(end),
-                    "label": f"{start:%m/%d}–{last:%m/%d}" if last.date() != start.date()
-                    else f"{start:%m/%d}",
+                    "label": f"{first:%m/%d}–{last:%m/%d}" if last.date() != first.date()
+                    else f"{first:%m/%d}",
                     "reported": sum(start <= t < end for t in created),
                     "closed": sum(start <= t < end for t in closed)})
         start = end
@@ -925,10 +932,10 @@ def _page_cover(doc: _Doc, d: dict):
                  f"{_t('period', loc)}：{d['period']['label']}" if not _en(loc)
                  else f"{_t('period', loc)}: {d['period']['label']}", fontsize=13,
                  color="#dbe6f3", va="top")
-    gen = d["generated_at"].replace("T", " ").rstrip("Z")
+    gen = f"{to_beijing(datetime.fromisoformat(d['generated_at'].rstrip('Z'))):%Y-%m-%d %H:%M:%S}"
     sep = ": " if _en(loc) else "："
     doc.fig.text(MARGIN / A4[0], 1 - 2.7 / A4[1],
-                 f"{_t('generated', loc)}{sep}{gen} UTC   ·   {_t('utc_note', loc)}",
+                 f"{_t('generated', loc)}{sep}{gen}   ·   {_t('time_note', loc)}",
                  fontsize=8.5, color="#dbe6f3", va="top")
     doc.y = 3.5
     doc.heading(_t("key_numbers", loc))
@@ -1021,7 +1028,7 @@ def _page_definitions(doc: _Doc, d: dict):
     loc = doc.locale
     title = _t("definitions", loc)
     doc.new_page(title)
-    doc.paragraph(d["change_note"] + " " + _t("utc_note", loc), size=8, color=MUTED,
+    doc.paragraph(d["change_note"] + " " + _t("time_note", loc), size=8, color=MUTED,
                   gap=0.12)
     for i in d["indicators"]:
         lh = 8.5 / 72 * 1.45

@@ -65,6 +65,7 @@ from gis.indicators import (
     indicators,
     year_before,
 )
+from gis.localtime import beijing_midnight, to_beijing
 from gis.storage import cases
 from webapp.apidoc import document, geojson, nullable, query, ref, schema, tag
 from webapp.auth import web_user
@@ -444,7 +445,8 @@ _api_schemas()
 ANALYTICS = tag("analytics", "Planners' analytics: clusters, hot and cold spots, indicators "
                              "with 环比/同比, hexagon bins, recurring problems")
 _PERIOD_Q = query("period", {"type": "string", "default": "30d"},
-                  "30d (last N days, 1–3660), 2026-10 (a month) or 2026-10-01..2026-10-31",
+                  "30d (last N days, 1–3660), 2026-10 (a month) or 2026-10-01..2026-10-31; "
+                  "months and days are Beijing time (UTC+8)",
                   example="90d")
 _CATEGORY_Q = query("category", {"type": "string", "enum": list(load_catalogue())},
                     "one category (catalogue code)")
@@ -729,6 +731,8 @@ def _area_name(level: str, code: str) -> str:
 
 
 def _week_arg() -> tuple[datetime, datetime] | None:
+    """``week``: the Beijing day a week starts on (``YYYY-MM-DD``, the chart's Monday), as
+    the naive UTC span of those seven Beijing days."""
     raw = _raw("week")
     if raw is None:
         return None
@@ -738,7 +742,7 @@ def _week_arg() -> tuple[datetime, datetime] | None:
         raise InvalidInput(f"week must be a date YYYY-MM-DD, got {raw!r}", field="week") from None
     # The periods' years (gis.coverage.MIN_YEAR): a week in 9999 would overflow below.
     check_year(start.year, raw, field="week")
-    start = datetime.combine(start.date(), datetime.min.time())
+    start = beijing_midnight(start.date())
     return start, start + timedelta(days=7)
 
 
@@ -906,13 +910,16 @@ def _link_args(f: dict, *, at: bool = True) -> dict:
 
 
 def _span(period: Period) -> str:
-    """``2026-10-01 – 2026-10-31``: the first and last day of a period (end excluded)."""
-    last = period.end - timedelta(microseconds=1)
-    return f"{period.start:%Y-%m-%d} – {last:%Y-%m-%d}"
+    """``2026-10-01 – 2026-10-31``: the first and last Beijing day of a period (end
+    excluded)."""
+    last = to_beijing(period.end - timedelta(microseconds=1))
+    return f"{to_beijing(period.start):%Y-%m-%d} – {last:%Y-%m-%d}"
 
 
 def _month_keys(now: datetime, n: int = 12) -> list[str]:
-    keys, y, m = [], now.year, now.month
+    """The ``n`` Beijing months up to the one holding ``now`` (naive UTC), newest first."""
+    local = to_beijing(now)
+    keys, y, m = [], local.year, local.month
     for _i in range(n):
         keys.append(f"{y:04d}-{m:02d}")
         y, m = (y - 1, 12) if m == 1 else (y, m - 1)

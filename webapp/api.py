@@ -226,7 +226,8 @@ def issue_points():
 @document("Coverage metrics of every grid for a period", tags=["coverage"], params=[
     query("period", {"type": "string", "maxLength": 40},
           "7d, 30d (default), 90d, 365d or any Nd (N ≤ 3660); a month 2026-10; or days "
-          "2026-10-01..2026-10-31", example="90d")],
+          "2026-10-01..2026-10-31 (months and days are Beijing time, UTC+8)",
+          example="90d")],
     responses={200: geojson(ref("Coverage"))})
 def coverage():
     """Per-grid coverage metrics for a period as GeoJSON, with the metric definitions."""

@@ -738,8 +738,9 @@ def export_indicators(level, period, fmt, out, category, lang) -> None:
 
 def _last_month() -> str:
     from gis.cases import utcnow
+    from gis.localtime import to_beijing
 
-    first = utcnow().replace(day=1)
+    first = to_beijing(utcnow()).replace(day=1)  # the street office's (Beijing) month
     prev = first.replace(year=first.year - (first.month == 1),
                          month=(first.month - 2) % 12 + 1)
     return f"{prev:%Y-%m}"
@@ -757,6 +758,7 @@ def report(period, out, lang, street) -> None:
     import warnings
 
     from gis.coverage import parse_period, up_to_now
+    from gis.localtime import to_beijing
     from gis.report import monthly_report
 
     try:
@@ -764,7 +766,8 @@ def report(period, out, lang, street) -> None:
         h = _service()
         h.ensure_initialised()
         # The command speaks English whatever --lang (the language of the PDF).
-        to_date = f" to date ({p.end:%Y-%m-%d %H:%M} UTC)" if p.partial else ""
+        to_date = (f" to date ({to_beijing(p.end):%Y-%m-%d %H:%M} Beijing time)"
+                   if p.partial else "")
         click.echo(f"building the report for {p.key}{to_date} …", err=True)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)

@@ -30,11 +30,17 @@ cannot import Flask; they are not part of these catalogs.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from flask import Flask, current_app, g, has_request_context, request
 from flask_babel import Babel, gettext
+
+# Every page shows Beijing time (UTC+8: China has one time zone and no daylight saving);
+# everything is stored as naive UTC. The clock is gis.localtime's (the periods, charts,
+# exports and reports of ``gis`` use the same); BEIJING is re-exported (webapp.field).
+from gis.localtime import BEIJING as BEIJING
+from gis.localtime import format_beijing
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 
@@ -43,16 +49,11 @@ TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 LOCALES: dict[str, str] = {"zh": "zh_Hans_CN", "en": "en"}
 
 
-#: Every page shows Beijing time (UTC+8: China has one time zone and no daylight saving);
-#: everything is stored as naive UTC.
-BEIJING = timedelta(hours=8)
-
-
 def local_time(dt: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     """A stored time (naive UTC) on the street office's clock, Beijing time; "—" for
     none. The ``local`` filter in templates: ``{{ ev.at|local }}``,
     ``{{ c.created_at|local('%Y-%m-%d') }}``."""
-    return (dt + BEIJING).strftime(fmt) if dt else "—"
+    return format_beijing(dt, fmt)
 
 
 def _short(lang: str | None) -> str:

@@ -117,17 +117,18 @@ G1_CASES = [
     case_row(G1, "in_progress", "2026-10-10 08:00", due="2026-10-20 08:00",
              resolved="2026-10-12 08:00", title="m"),
 ]
-# Grid 2 (households unknown): the edges of the period.
+# Grid 2 (households unknown): the edges of the period. October is the Beijing month, so
+# its edges are 16:00 UTC (00:00 Beijing time): 2026-09-30 16:00 to 2026-10-31 16:00.
 G2_CASES = [
     # p: the last second of October, due at the period end itself -> new, open, not overdue.
-    case_row(G2, "reported", "2026-10-31 23:59:59", due="2026-11-01 00:00:00", title="p"),
+    case_row(G2, "reported", "2026-10-31 15:59:59", due="2026-10-31 16:00:00", title="p"),
     # q: the first instant of November -> nothing.
-    case_row(G2, "reported", "2026-11-01 00:00:00", title="q"),
+    case_row(G2, "reported", "2026-10-31 16:00:00", title="q"),
     # r: the first instant of October, closed on its due time -> new, resolved, on time.
-    case_row(G2, "closed", "2026-10-01 00:00:00", due="2026-10-01 08:00",
+    case_row(G2, "closed", "2026-09-30 16:00:00", due="2026-10-01 08:00",
              resolved="2026-10-01 07:00", closed="2026-10-01 08:00", title="r"),
     # s: new, resolved at the very instant the period ends -> still open, not resolved.
-    case_row(G2, "resolved", "2026-10-03 08:00", resolved="2026-11-01 00:00:00", title="s"),
+    case_row(G2, "resolved", "2026-10-03 08:00", resolved="2026-10-31 16:00:00", title="s"),
     # t: new, closed without a resolved_at (imported), edited in November -> resolved and
     #    closed on time in October, not open (it left the open statuses when closed).
     case_row(G2, "closed", "2026-10-03 08:00", due="2026-10-05 08:00",
@@ -375,22 +376,24 @@ def test_now_may_be_aware_and_defaults_to_utc_now():
         timedelta(minutes=1)
 
 
-def test_month_is_a_calendar_month_in_utc():
+def test_month_is_a_beijing_calendar_month():
+    # Beijing midnight is 16:00 UTC the day before (UTC+8, no daylight saving).
     p = parse_period("2026-10")
-    assert (p.start, p.end, p.key) == (datetime(2026, 10, 1), datetime(2026, 11, 1), "2026-10")
+    assert (p.start, p.end, p.key) == (datetime(2026, 9, 30, 16), datetime(2026, 10, 31, 16),
+                                       "2026-10")
     dec = parse_period("2026-12")
-    assert (dec.start, dec.end) == (datetime(2026, 12, 1), datetime(2027, 1, 1))
+    assert (dec.start, dec.end) == (datetime(2026, 11, 30, 16), datetime(2026, 12, 31, 16))
     assert parse_period("2028-02").length == timedelta(days=29)
 
 
 def test_range_includes_its_end_date():
     p = parse_period("2026-10-01..2026-10-31")
-    assert (p.start, p.end, p.key) == (datetime(2026, 10, 1), datetime(2026, 11, 1),
+    assert (p.start, p.end, p.key) == (datetime(2026, 9, 30, 16), datetime(2026, 10, 31, 16),
                                        "2026-10-01..2026-10-31")
-    one = parse_period("2026-10-05..2026-10-05")
+    one = parse_period("2026-10-05..2026-10-05")  # Beijing days: 16:00 UTC to 16:00 UTC
     assert one.length == timedelta(days=1)
-    assert one.contains(datetime(2026, 10, 5, 23, 59, 59))
-    assert not one.contains(datetime(2026, 10, 6))
+    assert one.contains(datetime(2026, 10, 5, 15, 59, 59))
+    assert not one.contains(datetime(2026, 10, 5, 16))
 
 
 @pytest.mark.parametrize("text", [
@@ -409,11 +412,12 @@ def test_bad_periods_are_invalid_input_listing_the_forms(text):
 
 
 def test_previous_period():
-    assert parse_period("2026-10").previous() == Period(datetime(2026, 9, 1),
-                                                         datetime(2026, 10, 1), "2026-09")
+    assert parse_period("2026-10").previous() == Period(datetime(2026, 8, 31, 16),
+                                                         datetime(2026, 9, 30, 16), "2026-09")
     assert parse_period("2026-01").previous().key == "2025-12"
     r = parse_period("2026-10-11..2026-10-20").previous()
-    assert r == Period(datetime(2026, 10, 1), datetime(2026, 10, 11), "2026-10-01..2026-10-10")
+    assert r == Period(datetime(2026, 9, 30, 16), datetime(2026, 10, 10, 16),
+                       "2026-10-01..2026-10-10")
     assert parse_period(r.key) == r  # a day-aligned previous period can be asked for again
     d = parse_period("30d", now=NOW).previous()
     assert (d.start, d.end) == (NOW - timedelta(days=60), NOW - timedelta(days=30))
@@ -424,7 +428,7 @@ def test_period_must_start_before_it_ends_and_serialises():
     with pytest.raises(ValueError):
         Period(NOW, NOW, "x")
     assert parse_period("2026-10").to_dict() == {
-        "key": "2026-10", "start": "2026-10-01T00:00:00Z", "end": "2026-11-01T00:00:00Z"}
+        "key": "2026-10", "start": "2026-09-30T16:00:00Z", "end": "2026-10-31T16:00:00Z"}
 
 
 # -- the bounds of a period: its years, and now --------------------------------------------
@@ -467,8 +471,8 @@ def test_check_year_names_the_field_it_is_given():
 
 
 def test_a_period_that_starts_after_now_is_refused():
-    now = datetime(2026, 11, 26, 19, 48)
-    for text in ("2030-01", "2026-12", "2026-11-27..2026-11-30"):
+    now = datetime(2026, 11, 26, 19, 48)  # 27 November 03:48 in Beijing
+    for text in ("2030-01", "2026-12", "2026-11-28..2026-11-30"):
         with pytest.raises(InvalidInput) as exc:
             up_to_now(parse_period(text), now)
         assert exc.value.field == "period" and "starts after now" in exc.value.message
@@ -477,12 +481,13 @@ def test_a_period_that_starts_after_now_is_refused():
 def test_the_current_month_is_cut_at_now_and_marked_partial():
     now = datetime(2026, 11, 26, 19, 48)
     p = up_to_now(parse_period("2026-11"), now)
-    assert (p.start, p.end, p.key, p.partial) == (datetime(2026, 11, 1), now, "2026-11", True)
-    assert p.to_dict() == {"key": "2026-11", "start": "2026-11-01T00:00:00Z",
+    assert (p.start, p.end, p.key, p.partial) == (datetime(2026, 10, 31, 16), now, "2026-11",
+                                                  True)
+    assert p.to_dict() == {"key": "2026-11", "start": "2026-10-31T16:00:00Z",
                            "end": "2026-11-26T19:48:00Z", "partial": True}
     # 环比: as much of October as has passed of November (like with like), still "2026-10"
     prev = p.previous()
-    assert (prev.start, prev.end, prev.key) == (datetime(2026, 10, 1),
+    assert (prev.start, prev.end, prev.key) == (datetime(2026, 9, 30, 16),
                                                 datetime(2026, 10, 26, 19, 48), "2026-10")
     r = up_to_now(parse_period("2026-11-20..2026-11-30"), now)
     assert r.partial and r.end == now and r.key == "2026-11-20..2026-11-30"

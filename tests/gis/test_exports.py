@@ -142,17 +142,18 @@ def test_csv_round_trips_through_pandas_with_chinese_text(store):
     assert first["小区"] == "香槟城小区" and first["网格"] == "厦良社区第1网格"
     assert first["网格编码"] == G1 and first["小区编码"] == K1
     assert first["需求清单"] == "立行立改" and first["责任单位"] == "城管维修队"
-    assert first["上报时间（UTC）"] == "2026-10-02 09:30:15"
+    # Written in Beijing time (stored 09:30:15 UTC).
+    assert first["上报时间（北京时间）"] == "2026-10-02 17:30:15"
     assert first["是否超期"] == "是"  # dispatched and due on 9 October
     # A resident's formula is text, not a formula (CSV injection).
     assert first["标题"] == "'=1+1" and df.iloc[4]["标题"] == "'-危险标题"
     second = df.iloc[1]
     assert second["状态"] == "已结案" and second["是否超期"] == "否"
     assert second["返工次数"] == "1" and second["延期次数"] == "2"
-    assert second["结案时间（UTC）"] == "2026-10-06 11:00:00"
+    assert second["结案时间（北京时间）"] == "2026-10-06 19:00:00"
     third = df.iloc[2]
     assert third["小区"] == "" and third["小区编码"] == "" and third["社区"] == "点灯社区"
-    assert df.iloc[4]["处置时限（UTC）"] == ""  # missing, not 0
+    assert df.iloc[4]["处置时限（北京时间）"] == ""  # missing, not 0
 
 
 def test_csv_english_headers_and_labels(store):
@@ -217,20 +218,21 @@ def test_xlsx_opens_with_chinese_headers_dates_and_widths(store, tmp_path):
     first = rows[1]
     assert first[col["案件编号"]] == 1
     assert first[col["描述"]] == LONG
-    assert first[col["上报时间（UTC）"]] == datetime(2026, 10, 2, 9, 30, 15)
-    assert isinstance(first[col["处置时限（UTC）"]], datetime)
+    # A Beijing-time date cell (stored 09:30:15 UTC).
+    assert first[col["上报时间（北京时间）"]] == datetime(2026, 10, 2, 17, 30, 15)
+    assert isinstance(first[col["处置时限（北京时间）"]], datetime)
     assert first[col["经度"]] == pytest.approx(0.2501)
     assert first[col["是否超期"]] == "是"
     assert first[col["网格"]] == "厦良社区第1网格"
-    assert rows[2][col["结案时间（UTC）"]] == datetime(2026, 10, 6, 11, 0)
-    assert rows[5][col["处置时限（UTC）"]] is None
+    assert rows[2][col["结案时间（北京时间）"]] == datetime(2026, 10, 6, 19, 0)
+    assert rows[5][col["处置时限（北京时间）"]] is None
     # "=1+1" is stored as text, never as a formula.
     cell = ws.cell(row=2, column=col["标题"] + 1)
     assert cell.value == "=1+1" and cell.data_type == "s"
     assert ws.freeze_panes == "A2"
     assert ws.auto_filter.ref == "A1:AA6"
     assert ws.cell(row=1, column=1).font.b
-    assert ws.cell(row=2, column=col["上报时间（UTC）"] + 1).is_date
+    assert ws.cell(row=2, column=col["上报时间（北京时间）"] + 1).is_date
 
     def width(header):
         return ws.column_dimensions[openpyxl.utils.get_column_letter(col[header] + 1)].width
@@ -242,7 +244,8 @@ def test_xlsx_opens_with_chinese_headers_dates_and_widths(store, tmp_path):
     assert width("标题") > 8.43
     assert width("案件编号") < width("网格")
     notes = dict(wb["说明"].iter_rows(values_only=True))
-    assert notes["案件数"] == "5" and "UTC" in notes["说明"]
+    assert notes["案件数"] == "5" and "时间为北京时间（UTC+8）" in notes["说明"]
+    assert "导出时间（北京时间）" in notes
 
 
 def test_display_width_counts_cjk_double():
@@ -450,7 +453,8 @@ def test_demo_instance_exports_match_the_database(instance, tmp_path):
         assert r[col["标题"]] == case.title
         assert r[col["网格编码"]] == case.grid_code
         assert r[col["网格"]] == h.locator.name("grid", case.grid_code)
-        assert r[col["上报时间（UTC）"]] == case.created_at.replace(microsecond=0)
+        assert r[col["上报时间（北京时间）"]] == (case.created_at
+                                            + timedelta(hours=8)).replace(microsecond=0)
         assert r[col["状态编码"]] == case.status
 
     gpkg = tmp_path / "demo.gpkg"

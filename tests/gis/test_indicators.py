@@ -145,12 +145,13 @@ def store(tmp_path_factory):
           T("2026-10-03T09:00", "filed"), T("2026-10-03T10:00", "dispatched"),
           T("2026-10-04T09:00", "in_progress"), T("2026-10-07T12:00", "resolved"),
           T("2026-10-08T08:00:01", "closed"), org=a)
-    # c3: reported at the very start; resolved, resident not satisfied → reworked;
-    # resolved again after the due time (480 h from report), closed late.
-    k.add(G1, "2026-10-01T00:00", "2026-10-20T00:00", *full_path("2026-10-01"),
-          T("2026-10-04T00:00", "resolved"), E("2026-10-05T00:00", "not_satisfied"),
-          T("2026-10-05T00:00:01", "reopened"), T("2026-10-06T00:00", "in_progress"),
-          T("2026-10-21T00:00", "resolved"), T("2026-10-22T00:00", "closed"),
+    # c3: reported at the very start (1 October 00:00 Beijing time = 30 September 16:00
+    # UTC; its steps at Beijing midnights too); resolved, resident not satisfied →
+    # reworked; resolved again after the due time (480 h from report), closed late.
+    k.add(G1, "2026-09-30T16:00", "2026-10-19T16:00", *full_path("2026-10-01"),
+          T("2026-10-03T16:00", "resolved"), E("2026-10-04T16:00", "not_satisfied"),
+          T("2026-10-04T16:00:01", "reopened"), T("2026-10-05T16:00", "in_progress"),
+          T("2026-10-20T16:00", "resolved"), T("2026-10-21T16:00", "closed"),
           org=b, compound=K1)
     # c4: September case, extended on 1 October, still open at the end: overdue in October.
     k.add(G1, "2026-09-20T10:00", "2026-09-30T10:00", T("2026-09-20T11:00", "filed"),
@@ -158,10 +159,11 @@ def store(tmp_path_factory):
           X("2026-10-01T12:00", "2026-10-15T10:00"), org=a)
     # c5: reported late in October, not due yet: open, not overdue.
     k.add(G1, "2026-10-30T10:00", "2026-11-05T10:00")
-    # c6: resolved at 23:00 on 31 October (144 h), closed exactly at the period end.
-    k.add(G1, "2026-10-25T23:00", "2026-11-02T00:00", T("2026-10-25T23:30", "filed"),
+    # c6: resolved at 23:00 on 31 October Beijing time (15:00 UTC; 144 h), closed exactly
+    # at the period end (1 November 00:00 Beijing time = 31 October 16:00 UTC).
+    k.add(G1, "2026-10-25T15:00", "2026-11-01T16:00", T("2026-10-25T15:30", "filed"),
           T("2026-10-26T09:00", "dispatched"), T("2026-10-27T09:00", "in_progress"),
-          T("2026-10-31T23:00", "resolved"), T("2026-11-01T00:00", "closed"), org=a)
+          T("2026-10-31T15:00", "resolved"), T("2026-10-31T16:00", "closed"), org=a)
     # c7: rejected: only "reported" counts it.
     k.add(G1, "2026-10-05T08:00", "2026-10-12T08:00", T("2026-10-05T09:00", "rejected"))
     # c8: needs list (fix now), claimed by B, resolved (48 h) and closed on time.
@@ -420,15 +422,17 @@ def test_unknown_level():
 
 # -- periods ------------------------------------------------------------------------------
 def test_year_before():
-    assert year_before(OCT) == Period(datetime(2025, 10, 1), datetime(2025, 11, 1), "2025-10")
+    # Beijing months and days: each begins at 16:00 UTC the day before.
+    assert year_before(OCT) == Period(datetime(2025, 9, 30, 16), datetime(2025, 10, 31, 16),
+                                      "2025-10")
     dec = year_before(parse_period("2026-12"))
-    assert (dec.start, dec.end, dec.key) == (datetime(2025, 12, 1), datetime(2026, 1, 1),
-                                             "2025-12")
+    assert (dec.start, dec.end, dec.key) == (datetime(2025, 11, 30, 16),
+                                             datetime(2025, 12, 31, 16), "2025-12")
     feb = year_before(parse_period("2028-02"))
-    assert (feb.start, feb.end) == (datetime(2027, 2, 1), datetime(2027, 3, 1))
+    assert (feb.start, feb.end) == (datetime(2027, 1, 31, 16), datetime(2027, 2, 28, 16))
     leap = year_before(parse_period("2028-02-01..2028-02-29"))
     assert leap.key == "2027-02-01..2027-02-28"
-    assert (leap.start, leap.end) == (datetime(2027, 2, 1), datetime(2027, 3, 1))
+    assert (leap.start, leap.end) == (datetime(2027, 1, 31, 16), datetime(2027, 2, 28, 16))
     last_day = year_before(parse_period("2028-02-01..2028-02-28"))
     assert last_day.key == "2027-02-01..2027-02-28"
     rel = year_before(parse_period("30d", now=datetime(2026, 10, 15, 12, 30)))

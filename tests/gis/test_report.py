@@ -223,7 +223,8 @@ def test_a_period_that_includes_now_is_reported_to_date(hemei, tmp_path):
     now = datetime(2020, 10, 15)
     d = report_data(hemei, PERIOD, now=now)
     assert d["period"]["partial"] is True and d["period"]["end"] == "2020-10-15T00:00:00Z"
-    assert d["period"]["label"] == "2020年10月（截至 2020-10-15 00:00 UTC）"
+    # Labelled in Beijing time: 00:00 UTC is 08:00 in Beijing.
+    assert d["period"]["label"] == "2020年10月（截至 2020-10-15 08:00 北京时间）"
     # A, B, C and D; G–K were reported from 15 October 08:00, after "now".
     assert d["summary"]["reported"] == 4
     # Overdue and open "at the period end" are now's: F and G–K, due 22–27 October,
@@ -231,14 +232,14 @@ def test_a_period_that_includes_now_is_reported_to_date(hemei, tmp_path):
     assert d["summary"]["overdue"] == 0
     assert d["previous"]["end"] == "2020-09-15T00:00:00Z"  # like with like
     en = report_data(hemei, PERIOD, now=now, locale="en")
-    assert en["period"]["label"] == "October 2020 (to 2020-10-15 00:00 UTC)"
+    assert en["period"]["label"] == "October 2020 (to 2020-10-15 08:00 Beijing time)"
     assert report_data(hemei, PERIOD)["period"]["partial"] is False
     out = tmp_path / "partial.pdf"
     result = monthly_report(hemei, PERIOD, out, data=d)
     if result["font"] is not None and shutil.which("pdftotext"):
         text = subprocess.run(["pdftotext", "-f", "1", "-l", "1", str(out), "-"],
                               capture_output=True, text=True, check=True, timeout=60).stdout
-        assert "截至 2020-10-15 00:00 UTC" in text
+        assert "截至 2020-10-15 08:00 北京时间" in text
 
 
 def test_a_period_that_starts_after_now_is_refused(hemei, tmp_path):

@@ -437,13 +437,14 @@ def test_drill_down_links_pin_a_relative_period_to_when_the_number_was_computed(
 
 # -- the filters reach every number; periods and areas are checked ----------------------------
 def _past_days(days: int = 200) -> str:
-    """A date range of whole past days ending yesterday (UTC): fixed, complete, and
-    holding the demo cases (the last 120 days)."""
+    """A date range of whole past days ending yesterday (Beijing days, as periods are):
+    fixed, complete, and holding the demo cases (the last 120 days)."""
     from datetime import timedelta
 
     from gis.cases import utcnow
+    from gis.localtime import beijing_date
 
-    today = utcnow().date()
+    today = beijing_date(utcnow())
     return f"{today - timedelta(days=days)}..{today - timedelta(days=1)}"
 
 
@@ -575,15 +576,16 @@ def test_extreme_and_future_periods_in_the_api_are_400(public_client, path, peri
 
 def test_the_current_month_is_counted_to_date_and_marked_partial(planner, hemei):
     from gis.cases import utcnow
+    from gis.localtime import to_beijing
 
-    month = f"{utcnow():%Y-%m}"
+    month = f"{to_beijing(utcnow()):%Y-%m}"  # the street office's (Beijing) month
     body = planner.get(f"/api/v1/indicators?level=street&period={month}").get_json()
     assert body["period"]["partial"] is True
     end = datetime.fromisoformat(body["period"]["end"].rstrip("Z"))
     assert abs(end - utcnow()) < timedelta(minutes=5)
     html = planner.get(f"/planner?period={month}").get_data(as_text=True)
     heading = html.split("</h1>")[0]
-    assert 'class="partial"' in heading and "UTC" in heading
+    assert 'class="partial"' in heading and "（北京时间）" in heading
     spans = re.search(r'id="spans">(.*?)</p>', html, re.S).group(1)
     assert 'class="partial"' in spans
     # Its drill-downs are pinned where the month was cut, and list the number's cases.
@@ -591,7 +593,7 @@ def test_the_current_month_is_counted_to_date_and_marked_partial(planner, hemei)
     assert "&at=" in href and _listed(planner, href)[0] == n
     assert 'class="partial"' in planner.get(href).get_data(as_text=True)
     # A past month is not marked.
-    last = (utcnow().replace(day=1) - timedelta(days=1))
+    last = (to_beijing(utcnow()).replace(day=1) - timedelta(days=1))
     html = planner.get(f"/planner?period={last:%Y-%m}").get_data(as_text=True)
     assert 'class="partial"' not in html
     assert "partial" not in planner.get(f"/api/v1/indicators?period={last:%Y-%m}"
