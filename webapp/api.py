@@ -341,6 +341,12 @@ def body_and_photos() -> tuple[object, list[bytes]]:
     files (a phone app sending its pictures with the step)."""
     if request.mimetype == "multipart/form-data":
         form = {k: v for k, v in request.form.items()}
+        if None in form:
+            # A part whose Content-Disposition has no name (RFC 7578 requires one): it
+            # reached the report's fingerprint as a None key, a 500 (found by
+            # tests/webapp/test_openapi.py's fuzzing).
+            raise InvalidInput("every part of a multipart body needs a name "
+                               "(Content-Disposition: form-data; name=\"…\")", field="body")
         for k in ("line", "quantities"):
             if form.get(k):
                 try:

@@ -233,6 +233,24 @@ def test_a_whole_surrogate_pair_is_an_emoji_and_accepted(client):
     assert r.get_json()["properties"]["description"] == "\U0001f4a7 积水"
 
 
+@pytest.mark.parametrize("path", ["/api/v1/issues", "/api/v1/issues/1/transitions"])
+def test_a_multipart_part_without_a_name_is_400(client, path):
+    """A part whose Content-Disposition names no field came through as a None key and
+    failed the Idempotency-Key's fingerprint (a 500 the API fuzzing found)."""
+    before = count_cases(client)
+    parts = [("", "{}"), ("category", "drainage"), ("lon", str(INSIDE[0])),
+             ("lat", str(INSIDE[1])), ("description", "no name"), ("to", "verified")]
+    body = "".join(
+        f'--B\r\nContent-Disposition: form-data{f"; name={name}" if name else ""}'
+        f'\r\n\r\n{value}\r\n' for name, value in parts) + "--B--\r\n"
+    r = client.post(path, data=body.encode(), content_type="multipart/form-data; boundary=B",
+                    headers={"Idempotency-Key": "no-name-1"})
+    assert r.status_code == 400, r.get_data(as_text=True)
+    assert r.get_json()["error"]["field"] == "body"
+    assert "name" in r.get_json()["error"]["message"]
+    assert count_cases(client) == before
+
+
 def test_at_most_three_photos_a_report(client):
     import io
 
