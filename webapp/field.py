@@ -64,6 +64,7 @@ from gis.errors import (
     InvalidInput,
     NotFound,
 )
+from gis.localtime import from_beijing
 from gis.locate import check_lon_lat
 from gis.photos import MAX_PHOTOS, PhotoTooLarge
 from gis.storage import IdempotentReplay
@@ -77,7 +78,7 @@ from gis.workflow import (
     geodesic_m,
 )
 from webapp.auth import web_user
-from webapp.i18n import BEIJING, actor_label, get_locale, local_time
+from webapp.i18n import actor_label, get_locale, local_time
 
 bp = Blueprint("field", __name__, url_prefix="/m")
 
@@ -791,7 +792,7 @@ def extend(case_id: int):
             raise Told(gettext("The new due date is not a date"), field="due_at") from None
         if local.tzinfo is not None:
             raise Told(gettext("The new due date is not a date"), field="due_at")
-        due = local - BEIJING  # the form's time is Beijing time; stored as UTC
+        due = from_beijing(local)  # the form's time is Beijing time; stored as UTC
         last = (current.history[-1].get("data") or {}) if current.history else {}
         if (_done_already(current, user, "extension")
                 and last.get("to") == due.isoformat()):

@@ -38,7 +38,7 @@ from flask_babel import Babel, gettext
 
 # Every page shows Beijing time (UTC+8: China has one time zone and no daylight saving);
 # everything is stored as naive UTC. The clock is gis.localtime's (the periods, charts,
-# exports and reports of ``gis`` use the same); BEIJING is re-exported (webapp.field).
+# exports and reports of ``gis`` use the same); BEIJING is re-exported for callers here.
 from gis.localtime import BEIJING as BEIJING
 from gis.localtime import format_beijing
 
