@@ -86,11 +86,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update({k: v for k, v in test_config.items() if k not in settings})
 
-    from webapp.proxy import ForwardedFor
-
-    # The client's address and scheme from a trusted reverse proxy (read_settings checked
-    # the list), before anything reads them.
-    app.wsgi_app = ForwardedFor(app.wsgi_app, str(settings["TRUSTED_PROXIES"]))
     hemei = Hemei(settings)
     hemei.ensure_initialised()
     app.extensions["hemei"] = hemei
@@ -128,4 +123,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(exports.bp)  # /api/v1/exports/…
     from webapp import apidoc
     app.register_blueprint(apidoc.bp)  # /api/v1/openapi.json and /api/v1/docs
+    from webapp.intake import IntakeFastPath
+    from webapp.proxy import ForwardedFor
+
+    # Plain JSON reports are answered before Flask (webapp/intake.py); the client's
+    # address and scheme come from a trusted reverse proxy (read_settings checked the
+    # list) before anything reads them.
+    app.wsgi_app = ForwardedFor(IntakeFastPath(app.wsgi_app, app),
+                                str(settings["TRUSTED_PROXIES"]))
     return app

@@ -300,7 +300,12 @@ def json_body() -> object:
     if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType(f"send the body as JSON (Content-Type: application/json), "
                                    f"not {mimetype}", field="Content-Type")
-    raw = request.get_data(cache=True)
+    return parse_json(request.get_data(cache=True))
+
+
+def parse_json(raw: bytes) -> object:
+    """A JSON body's bytes as Python; ``InvalidInput`` (field ``body``) if empty, not JSON,
+    nested too deeply, or holding half a surrogate pair."""
     if not raw.strip():
         raise InvalidInput("the request body is empty; send a JSON object", field="body")
     try:
@@ -357,6 +362,12 @@ def body_and_photos() -> tuple[object, list[bytes]]:
     return json_body(), []
 
 
+#: Who may report through the API (a resident reports on the compound's QR page).
+REPORTER_ROLES = ("admin", "grid_worker", "field_staff")
+#: An Idempotency-Key: 1–100 printable ASCII characters, no space at either end.
+IDEMPOTENCY_KEY = re.compile(r"[!-~](?:[ -~]{0,98}[!-~])?")
+
+
 NEW_CASE_EXAMPLE = {"category": "street_light", "lon": 111.57, "lat": 24.40,
                     "description": "路灯不亮", "title": "新兴南路路灯不亮"}
 
@@ -388,32 +399,38 @@ def create_issue():
     """Report a case (token): JSON with category, lon, lat, description, optional title
     and source; or a multipart form with photos. An ``Idempotency-Key`` header makes
     retries safe: the same key from the same user answers with the case it made."""
-    import re
-
     from gis.storage import IdempotentReplay
 
-    user = api_user("admin", "grid_worker", "field_staff")
+    user = api_user(*REPORTER_ROLES)
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not re.fullmatch(r"[!-~](?:[ -~]{0,98}[!-~])?", key):
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
         raise InvalidInput("the Idempotency-Key header must be 1 to 100 printable ASCII "
                            "characters (no leading or trailing spaces)",
                            field="Idempotency-Key")
     payload, photos = body_and_photos()
-    # What the key came with, so that the same key with another report is refused.
-    idempotency = (None if key is None
-                   else (user.id, key, report_fingerprint(payload, photos)))
-    if isinstance(payload, dict) and not payload.get("source"):
-        payload = {**payload, "source": "patrol"}
     status = 201
     try:
-        case = hemei().report(payload, actor=user.display_name, photos=photos,
-                              idempotency=idempotency)
+        case = submit_report(hemei(), user, key, payload, photos)
     except IdempotentReplay as replay:
         case, status = hemei().store.get_case(replay.case_id), 200
     resp = jsonify(case_feature(case, history=True, staff=True))
     resp.status_code = status
     resp.headers["Location"] = _issue_url(case.id)
     return resp
+
+
+def submit_report(h, user, key: str | None, payload: object, photos: list[bytes]) -> Case:
+    """Report ``payload`` as ``user`` (the source defaults to a patrol) with the
+    request's Idempotency-Key; raises as :meth:`gis.service.Hemei.report` does. The one
+    way a report reaches the store from the API, the Flask view's and the fast path's
+    (webapp/intake.py)."""
+    # What the key came with, so that the same key with another report is refused.
+    idempotency = (None if key is None
+                   else (user.id, key, report_fingerprint(payload, photos)))
+    if isinstance(payload, dict) and not payload.get("source"):
+        payload = {**payload, "source": "patrol"}
+    return h.report(payload, actor=user.display_name, photos=photos,
+                    idempotency=idempotency)
 
 
 def _issue_url(case_id: int) -> str:

@@ -128,14 +128,18 @@ class ServiceUnavailable(HemeiError):
     code = "service_unavailable"
 
 
-def _unavailable_response():
-    err = ServiceUnavailable("the database is unavailable or out of space; nothing was "
-                             "stored; try again in a moment")
-    if _wants_json():
-        resp = jsonify(err.to_dict())
-    else:
-        resp = _page(503, err.message)[0]
-    return resp, 503, {"Retry-After": "5"}
+_UNAVAILABLE = ServiceUnavailable("the database is unavailable or out of space; nothing "
+                                  "was stored; try again in a moment")
+_INTERNAL = {"error": {"code": "internal_error", "message": "internal error; it has been logged"}}
+
+
+def unexpected_json(err: Exception) -> tuple[int, dict, dict]:
+    """An unexpected error's JSON answer under /api/: status, body and extra headers. The
+    database down, locked past its timeout or out of space: nothing was stored, and the
+    same request may well work in a moment (503 with Retry-After, not 500)."""
+    if _unavailable(err):
+        return 503, _UNAVAILABLE.to_dict(), {"Retry-After": "5"}
+    return 500, _INTERNAL, {}
 
 
 def init_app(app) -> None:
@@ -163,11 +167,9 @@ def init_app(app) -> None:
     def handle_unexpected(err: Exception):
         # Never show a traceback; log it for the operator.
         app.logger.exception("unhandled error on %s", request.path)
-        if _unavailable(err):
-            # The database is down, locked past its timeout or its disk is full: nothing
-            # was stored, and the same request may well work in a moment (503, not 500).
-            return _unavailable_response()
         if _wants_json():
-            return jsonify({"error": {"code": "internal_error",
-                                      "message": "internal error; it has been logged"}}), 500
+            status, body, headers = unexpected_json(err)
+            return jsonify(body), status, headers
+        if _unavailable(err):
+            return _page(503, _UNAVAILABLE.message)[0], 503, {"Retry-After": "5"}
         return _page(500, "")

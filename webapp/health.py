@@ -102,13 +102,20 @@ def _start_timer() -> None:
 
 def _log_request(resp):
     t0 = g.pop("_hemei_t0", None)
+    log_access(request.environ, request.path, resp.status_code, t0)
+    return resp
+
+
+def log_access(environ: dict, path: str, status: int, t0: float | None) -> None:
+    """Write the access log's line for a request (``t0``: its ``perf_counter`` start)."""
     ms = round((time.perf_counter() - t0) * 1000, 2) if t0 is not None else None
     # The client's address: X-Forwarded-For's, behind a proxy in TRUSTED_PROXIES only
     # (webapp/proxy.py), so a client cannot forge it; the proxy's address beside it.
     record = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": pid(),
-              "remote": request.remote_addr, "method": request.method,
-              "path": request.path, "status": resp.status_code, "duration_ms": ms}
-    proxy = request.environ.get("hemei.proxy_addr")
+              "remote": environ.get("REMOTE_ADDR"),
+              "method": (environ.get("REQUEST_METHOD") or "GET").upper(),
+              "path": path, "status": status, "duration_ms": ms}
+    proxy = environ.get("hemei.proxy_addr")
     if proxy is not None:
         record["proxy"] = proxy
     try:
@@ -120,7 +127,6 @@ def _log_request(resp):
         sys.stdout.flush()
     except (OSError, ValueError):
         pass
-    return resp
 
 
 def access_log_enabled(app: Flask) -> bool:

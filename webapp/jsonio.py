@@ -39,9 +39,12 @@ class OrjsonProvider(DefaultJSONProvider):
         return orjson.dumps(obj, default=kwargs.get("default", self.default),
                             option=self._option()).decode()
 
+    def body(self, obj) -> bytes:
+        """The bytes :meth:`response` sends for ``obj`` (UTF-8, a newline at the end)."""
+        indent = self.compact is False or (self.compact is None and self._app.debug)
+        return orjson.dumps(obj, default=self.default, option=self._option(indent)) + b"\n"
+
     def response(self, *args, **kwargs):
         """Like Flask's: one argument (or keyword arguments) as the JSON body."""
         obj = self._prepare_response_obj(args, kwargs)
-        indent = self.compact is False or (self.compact is None and self._app.debug)
-        body = orjson.dumps(obj, default=self.default, option=self._option(indent))
-        return self._app.response_class(body + b"\n", mimetype=self.mimetype)
+        return self._app.response_class(self.body(obj), mimetype=self.mimetype)
