@@ -140,6 +140,8 @@ def test_a_refused_report_is_answered_here_as_flask_answers_it(app, auth, change
                    "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 415),
     ("too large", {"data": b"{}", "user": "admin",
                    "environ_overrides": {"CONTENT_LENGTH": str(2**40)}}, 413),
+    ("a length that is no number", {"data": b"{}", "user": "admin",
+                                     "environ_overrides": {"CONTENT_LENGTH": "\xb2"}}, 400),
     ("a cookie", {"body": NEW, "user": "admin", "headers": {"Cookie": "lang=en"}}, 201),
     ("a query string", {"body": NEW, "user": "admin", "query_string": "lang=en"}, 201),
     ("a trailing slash", {"body": NEW, "user": "admin", "path": "/api/v1/issues/"}, 404),
