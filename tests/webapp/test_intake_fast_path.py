@@ -7,12 +7,17 @@ answered. SQLite and PostGIS."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import sqlite3
+import sys
 
 import pytest
+import requests
 
 from tests.conftest import INSIDE, OUTSIDE
+from tests.served import production_server
 
 pytestmark = pytest.mark.backends("sqlite", "postgis")
 
@@ -249,3 +254,35 @@ def test_a_body_shorter_than_its_content_length_is_not_reported(app, auth):
                           environ_overrides={"CONTENT_LENGTH": str(len(body) + 10)})
     assert answered == 0 and resp.status_code == 400
     assert count() == before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="gunicorn needs a Unix")
+def test_served_by_gunicorn_the_fast_path_answers_as_flask_does(seeded_template, tmp_path):
+    """Through ``hemei serve --production``: gunicorn's request body and start_response,
+    behind the proxy middleware (the client's address from X-Forwarded-For)."""
+    inst = shutil.copytree(seeded_template, tmp_path / "instance")
+    token = json.loads((inst / "tokens.json").read_text(encoding="utf-8"))["tokens"]["gw"]
+    env = {**os.environ, "HEMEI_INSTANCE": str(inst), "HEMEI_TILES": "none",
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("HEMEI_DATABASE_URL", None)
+    headers = {"Authorization": f"Bearer {token}", "X-Forwarded-For": "198.51.100.9"}
+    with production_server(env, tmp_path / "server.log") as served:
+        url = f"{served.base}/api/v1/issues"
+        fast = requests.post(url, json=NEW, timeout=10,
+                             headers={**headers, "Idempotency-Key": "served-1"})
+        # A query string sends the same report through Flask.
+        flask = requests.post(url, json=NEW, timeout=10, params={"lang": "zh"},
+                              headers={**headers, "Idempotency-Key": "served-2"})
+        again = requests.post(url, json=NEW, timeout=10,
+                              headers={**headers, "Idempotency-Key": "served-1"})
+    assert fast.status_code == flask.status_code == 201, (fast.text, flask.text)
+    skip = {"Date", "Content-Length", "Location", "Set-Cookie"}
+    assert [(k, v) for k, v in fast.headers.items() if k not in skip] == [
+        (k, v) for k, v in flask.headers.items() if k not in skip]
+    assert normalised(fast.json()) == normalised(flask.json())
+    assert again.status_code == 200 and again.json()["id"] == fast.json()["id"]
+    access = [json.loads(s) for s in served.output.splitlines() if s.startswith('{"ts"')]
+    posts = [{k: x.get(k) for k in ("method", "path", "status", "remote", "proxy")}
+             for x in access if x["path"] == "/api/v1/issues"]
+    assert posts == [{"method": "POST", "path": "/api/v1/issues", "status": s,
+                      "remote": "198.51.100.9", "proxy": "127.0.0.1"} for s in (201, 201, 200)]
