@@ -49,7 +49,7 @@ def send(app, fast: bool, *, body=None, data=None, headers=None, **kw):
     return resp, fp.answered - before
 
 
-_VOLATILE = re.compile(r"_at$|^ts$|^pid$|^duration_ms$")
+_VOLATILE = re.compile(r"(^|_)at$|^ts$|^pid$|^duration_ms$")
 
 
 def normalised(value):
